@@ -1,0 +1,43 @@
+# perfnb — the commands of the README. Every target sets up what it needs first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.perfnb-installed
+
+.PHONY: setup sysdeps demo test lint typecheck pytest bench lab clean
+
+setup: $(STAMP)
+
+# The venv is rebuilt only when its inputs change.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+# Debian packages the browser tests need (headless Chromium); skipped when present.
+sysdeps:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian chromium (browser tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+demo: setup
+	$(BIN)/perfnb demo --store data
+
+lint: setup
+	$(BIN)/ruff check perfnb tests benchmarks
+	$(BIN)/ruff format --check perfnb tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup sysdeps
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck pytest
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
