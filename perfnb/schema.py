@@ -249,7 +249,7 @@ def _check_int(name: str, kind: str, value: object) -> int:
         raise _fail(name, value, f"expected an integer ({kind})")
     low, high = _INT_RANGES[kind]
     if not low <= value <= high:
-        raise _fail(name, value, f"expected an integer in [{low}, {high}]")
+        raise _fail(name, value, f"expected an integer in [{low}, {high}] ({kind})")
     return value
 
 

@@ -1,0 +1,1 @@
+"""perfnb's benchmarks: side-by-side comparisons run in one process by ``make bench``."""
