@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 sysdeps:
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing Debian chromium (browser tests)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+		apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null; }
 
 demo: setup
 	$(BIN)/perfnb demo --store data
