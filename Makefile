@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.perfnb-installed
 
-.PHONY: setup sysdeps demo test lint typecheck pytest bench lab clean
+.PHONY: setup sysdeps demo test lint typecheck pytest bench bench-deps lab clean
 
 setup: $(STAMP)
 
@@ -36,7 +36,14 @@ pytest: setup sysdeps
 
 test: lint typecheck pytest
 
-bench: setup
+# Contenders for the benchmarks: Python ones from the bench extra, nginx and wrk from Debian.
+bench-deps: setup
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	@command -v nginx >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 || { \
+		apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get -o DPkg::Lock::Timeout=600 install -y -qq nginx wrk >/dev/null; }
+
+bench: bench-deps
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -1,0 +1,504 @@
+"""One load worker: an event loop that sends a share of the run's traffic.
+
+A worker runs in its own process (or, for notebook-defined journeys, in a thread)
+and talks to the controller over a pipe: it receives the target number of users
+or the arrival rate and ``stop``, and sends back, several times a second, what
+it measured (:class:`~perfnb.load.stats.Stats` drained to plain data).
+
+The open model schedules every request at an *intended* time; latency measured
+from it (``corrected``) includes any wait caused by a slow target, so
+coordinated omission is corrected. The send lag (how late the generator itself
+was) is measured separately — from the intended time in the open model, from a
+10 ms probe timer in the closed model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection as Pipe
+from typing import Any, Literal
+
+from perfnb.load.engine import Connection, Target, build_request, open_connection
+from perfnb.load.scenarios import Endpoints, Journey, Session, make_client
+from perfnb.load.stats import Stats
+
+__all__ = ["WorkerSpec", "run_worker", "worker_main"]
+
+Model = Literal["closed", "open"]
+_perf_ns = time.perf_counter_ns
+_PROBE_S = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """Everything a worker needs, picklable for a spawned process."""
+
+    index: int
+    run_id: str
+    target: Target
+    scenario: Endpoints | Journey
+    model: Model
+    timeout: float = 10.0
+    report_every: float = 0.25
+    detail_rate: float = 200.0  # keep every request while this worker's rate is at most this
+    max_connections: int = 256  # open model: most connections (or journeys) in flight
+    max_pending: int = 10_000  # open model: due requests waiting for a connection
+    use_uvloop: bool = True
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _Worker:
+    def __init__(self, spec: WorkerSpec, pipe: Pipe) -> None:
+        self.spec = spec
+        self.pipe = pipe
+        self.stats = Stats()
+        self.running = True
+        self.offset_ns = time.time_ns() - _perf_ns()
+        self.timeout_ns = int(spec.timeout * 1e9)
+        self.loop = asyncio.get_running_loop()
+        self.finished = asyncio.Event()
+        self.conns: set[Connection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.journey_errors = 0
+        self.stop_reason = ""
+        # closed model
+        self.users: list[_User] = []
+        # open model
+        self.rate = 0.0
+        self.interval_ns = 0.0
+        self.next_ns = 0.0
+        self.tick_handle: asyncio.TimerHandle | None = None
+        self.idle: list[Connection] = []
+        self.pending: deque[int] = deque()
+        self.opening = 0
+        self.position = 0
+        self.inflight_journeys = 0
+        scenario = spec.scenario
+        self.requests: list[tuple[bytes, str, str]] = []
+        if isinstance(scenario, Endpoints):
+            for e in scenario.cycle():
+                raw = build_request(
+                    e.method,
+                    e.path,
+                    target=spec.target,
+                    run_id=spec.run_id,
+                    headers=list(scenario.headers) + list(e.headers),
+                    body=e.body,
+                )
+                self.requests.append((raw, e.route, e.method))
+        self.last_cpu = time.process_time()
+        self.last_wall = time.monotonic()
+
+    # -- control ------------------------------------------------------------------
+    def on_control(self) -> None:
+        while self.pipe.poll():
+            try:
+                kind, value = self.pipe.recv()
+            except (EOFError, OSError):
+                self.stop("controller gone")
+                return
+            if kind == "stop":
+                self.stop(str(value))
+            elif kind == "target":
+                self.set_target(float(value))
+
+    def set_target(self, value: float) -> None:
+        if not self.running:
+            return
+        if self.spec.model == "closed":
+            self.set_users(int(value))
+        else:
+            self.set_rate(value)
+
+    def stop(self, reason: str) -> None:
+        if not self.running:
+            return
+        self.running = False
+        self.stop_reason = reason
+        if self.tick_handle is not None:
+            self.tick_handle.cancel()
+        # aborting the sockets is what halts sending at once; in-flight requests are
+        # not reported (they would only measure the stop)
+        for conn in list(self.conns):
+            conn.close()
+        for task in list(self.tasks):
+            task.cancel()
+        self.finished.set()
+
+    def stopped(self) -> bool:
+        # a method, not the attribute: the flag changes while a coroutine awaits
+        return not self.running
+
+    # -- reporting ----------------------------------------------------------------
+    def report(self, final: bool = False) -> None:
+        now_cpu, now_wall = time.process_time(), time.monotonic()
+        payload = self.stats.drain()
+        payload.update(
+            worker=self.spec.index,
+            cpu_s=now_cpu - self.last_cpu,
+            wall_s=now_wall - self.last_wall,
+            rss_bytes=_rss_bytes(),
+            journey_errors=self.journey_errors,
+            connections=len(self.conns),
+            final=final,
+            stop_reason=self.stop_reason,
+        )
+        self.journey_errors = 0
+        count = sum(c["count"] for c in payload["cells"].values())
+        wall = max(now_wall - self.last_wall, 1e-6)
+        self.stats.keep_details = count / wall <= self.spec.detail_rate
+        self.last_cpu, self.last_wall = now_cpu, now_wall
+        with contextlib.suppress(OSError, BrokenPipeError):
+            self.pipe.send(("report", payload))
+
+    async def reporter(self) -> None:
+        while self.running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.finished.wait(), self.spec.report_every)
+            if self.stopped():
+                break
+            self.sweep_timeouts()
+            self.report()
+
+    async def probe(self) -> None:
+        # the closed model has no intended times: a 10 ms timer's overshoot shows how
+        # late this loop runs its callbacks, which is how late it sends
+        while self.running:
+            before = _perf_ns()
+            await asyncio.sleep(_PROBE_S)
+            late = _perf_ns() - before - int(_PROBE_S * 1e9)
+            self.stats.send_lag.record(max(0, late) // 1000)
+
+    def sweep_timeouts(self) -> None:
+        now = _perf_ns()
+        for conn in list(self.conns):
+            if conn.busy and now - conn.start_ns > self.timeout_ns:
+                conn.fail("timeout", f"no complete response within {self.spec.timeout} s")
+
+    # -- recording ----------------------------------------------------------------
+    def record(self, conn: Connection, route: str, method: str, intended_ns: int) -> None:
+        start = conn.start_ns
+        self.stats.add(
+            (start + self.offset_ns) // 1000,
+            route,
+            method,
+            conn.status,
+            (conn.end_ns - start) // 1000,
+            (conn.ttfb_ns - start) // 1000,
+            conn.response_bytes,
+            conn.error,
+            conn.error_message,
+            (conn.end_ns - intended_ns) // 1000 if intended_ns else -1,
+            conn.server_timing,
+        )
+
+    def record_failure(
+        self, route: str, method: str, error: str, message: str, intended_ns: int
+    ) -> None:
+        now = _perf_ns()
+        corrected = (now - intended_ns) // 1000 if intended_ns else -1
+        self.stats.add(
+            (now + self.offset_ns) // 1000, route, method, 0, 0, 0, 0, error, message, corrected, ""
+        )
+
+    def next_request(self) -> tuple[bytes, str, str]:
+        item = self.requests[self.position % len(self.requests)]
+        self.position += 1
+        return item
+
+    # -- closed model -------------------------------------------------------------
+    def set_users(self, n: int) -> None:
+        n = max(0, n)
+        live = [u for u in self.users if not u.retired]
+        for user in live[n:]:
+            user.retire()
+        for _ in range(n - len(live)):
+            user = _User(self, len(self.users))
+            self.users.append(user)
+            user.start()
+        self.users = [u for u in self.users if not u.retired]
+
+    # -- open model ---------------------------------------------------------------
+    def set_rate(self, rate: float) -> None:
+        rate = max(0.0, rate)
+        if rate == self.rate:
+            return
+        self.rate = rate
+        if rate == 0.0:
+            if self.tick_handle is not None:
+                self.tick_handle.cancel()
+                self.tick_handle = None
+            return
+        self.interval_ns = 1e9 / rate
+        if self.tick_handle is None:
+            self.next_ns = float(_perf_ns())
+            self.tick()
+
+    def tick(self) -> None:
+        now = _perf_ns()
+        while self.next_ns <= now and self.running:
+            self.dispatch(int(self.next_ns), now)
+            self.next_ns += self.interval_ns
+        if self.running and self.rate > 0:
+            delay = max(0.0, (self.next_ns - _perf_ns()) / 1e9)
+            self.tick_handle = self.loop.call_later(delay, self.tick)
+
+    def dispatch(self, intended: int, now: int) -> None:
+        if isinstance(self.spec.scenario, Journey):
+            if self.inflight_journeys >= self.spec.max_connections:
+                self.stats.dropped += 1
+                return
+            self.stats.send_lag.record((now - intended) // 1000)
+            self.spawn(self.one_journey())
+            return
+        if self.idle:
+            conn = self.idle.pop()
+            self.stats.send_lag.record((_perf_ns() - intended) // 1000)
+            self.send_open(conn, intended)
+            return
+        if len(self.pending) >= self.spec.max_pending:
+            self.stats.dropped += 1
+            return
+        self.pending.append(intended)
+        if len(self.conns) + self.opening < self.spec.max_connections:
+            self.spawn(self.open_one())
+
+    def send_open(self, conn: Connection, intended: int) -> None:
+        raw, route, method = self.next_request()
+        conn.send(raw, (route, method, intended))
+
+    async def open_one(self) -> None:
+        self.opening += 1
+        try:
+            conn = await open_connection(
+                self.spec.target, self.on_open_done, timeout=self.spec.timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            if self.pending and self.running:
+                intended = self.pending.popleft()
+                _, route, method = self.next_request()
+                kind = "timeout" if isinstance(exc, TimeoutError) else "connect"
+                self.record_failure(route, method, kind, str(exc)[:200], intended)
+                await asyncio.sleep(0.01)  # a refused port must not become a busy loop
+            return
+        finally:
+            self.opening -= 1
+        if not self.running:
+            conn.close()
+            return
+        self.conns.add(conn)
+        self.release(conn)
+
+    def release(self, conn: Connection) -> None:
+        if self.pending:
+            self.send_open(conn, self.pending.popleft())
+        else:
+            self.idle.append(conn)
+
+    def on_open_done(self, conn: Connection) -> None:
+        route, method, intended = conn.tag
+        if not self.running:
+            return
+        self.record(conn, route, method, intended)
+        if conn.closed:
+            self.conns.discard(conn)
+            if self.pending and len(self.conns) + self.opening < self.spec.max_connections:
+                self.spawn(self.open_one())
+        else:
+            self.release(conn)
+
+    # -- journeys -----------------------------------------------------------------
+    def spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def one_journey(self) -> None:
+        scenario = self.spec.scenario
+        assert isinstance(scenario, Journey)
+        self.inflight_journeys += 1
+        try:
+            client = make_client(
+                self.spec.target,
+                run_id=self.spec.run_id,
+                timeout=scenario.timeout,
+                headers=scenario.headers,
+            )
+            async with client:
+                session = Session(client, recorder=self.stats.add, think_time=scenario.think_time)
+                session.data.update(scenario.params)
+                await scenario.func(session)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.journey_errors += 1
+        finally:
+            self.inflight_journeys -= 1
+
+    # -- main ---------------------------------------------------------------------
+    async def run(self) -> None:
+        self.loop.add_reader(self.pipe.fileno(), self.on_control)
+        reporter = self.loop.create_task(self.reporter())
+        probe = self.loop.create_task(self.probe()) if self.spec.model == "closed" else None
+        self.pipe.send(("ready", self.spec.index))
+        self.on_control()
+        await self.finished.wait()
+        self.loop.remove_reader(self.pipe.fileno())
+        for task in (reporter, probe):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.report(final=True)
+
+
+class _User:
+    """One closed-model user: a connection, a place in the cycle, think time."""
+
+    def __init__(self, worker: _Worker, number: int) -> None:
+        self.worker = worker
+        self.number = number
+        self.retired = False
+        self.conn: Connection | None = None
+        self.failures = 0
+        self.position = number * 7  # spread users over the cycle so every endpoint is hit early
+        scenario = worker.spec.scenario
+        self.think = scenario.think_time
+
+    def start(self) -> None:
+        if isinstance(self.worker.spec.scenario, Journey):
+            self.worker.spawn(self.journey_loop())
+        else:
+            self.worker.spawn(self.connect())
+
+    def is_retired(self) -> bool:
+        return self.retired
+
+    def retire(self) -> None:
+        self.retired = True
+        if self.conn is not None and not self.conn.busy:
+            self.conn.close()
+            self.worker.conns.discard(self.conn)
+
+    async def connect(self) -> None:
+        worker = self.worker
+        while worker.running and not self.retired:
+            try:
+                conn = await open_connection(
+                    worker.spec.target, self.on_done, timeout=worker.spec.timeout
+                )
+            except (OSError, TimeoutError) as exc:
+                _, route, method = self.peek()
+                kind = "timeout" if isinstance(exc, TimeoutError) else "connect"
+                worker.record_failure(route, method, kind, str(exc)[:200], 0)
+                self.failures += 1
+                await asyncio.sleep(min(1.0, 0.01 * 2 ** min(self.failures, 7)))
+                continue
+            self.failures = 0
+            if worker.stopped() or self.is_retired():
+                conn.close()
+                return
+            self.conn = conn
+            worker.conns.add(conn)
+            self.send()
+            return
+
+    def peek(self) -> tuple[bytes, str, str]:
+        requests = self.worker.requests
+        return requests[self.position % len(requests)]
+
+    def send(self) -> None:
+        conn = self.conn
+        if conn is None or not self.worker.running or self.retired:
+            return
+        raw, route, method = self.peek()
+        self.position += 1
+        conn.send(raw, (route, method))
+
+    def on_done(self, conn: Connection) -> None:
+        worker = self.worker
+        if not worker.running:
+            return
+        route, method = conn.tag
+        worker.record(conn, route, method, 0)
+        if self.retired:
+            conn.close()
+            worker.conns.discard(conn)
+            return
+        if conn.closed:
+            worker.conns.discard(conn)
+            self.conn = None
+            worker.spawn(self.connect())
+        elif self.think > 0:
+            worker.loop.call_later(self.think, self.send)
+        else:
+            self.send()
+
+    async def journey_loop(self) -> None:
+        worker = self.worker
+        scenario = worker.spec.scenario
+        assert isinstance(scenario, Journey)
+        client = make_client(
+            worker.spec.target,
+            run_id=worker.spec.run_id,
+            timeout=scenario.timeout,
+            headers=scenario.headers,
+        )
+        async with client:
+            session = Session(
+                client, recorder=worker.stats.add, think_time=scenario.think_time, user=self.number
+            )
+            session.data.update(scenario.params)
+            failures = 0
+            while worker.running and not self.retired:
+                try:
+                    await scenario.func(session)
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    worker.journey_errors += 1
+                    failures += 1
+                    await asyncio.sleep(min(1.0, 0.05 * failures))
+
+
+async def run_worker(spec: WorkerSpec, pipe: Pipe) -> None:
+    """Run one worker on the current event loop until told to stop."""
+    worker = _Worker(spec, pipe)
+    await worker.run()
+
+
+def worker_main(spec: WorkerSpec, pipe: Pipe) -> None:
+    """The entry point of a worker process (or thread): run, report errors, return."""
+    try:
+        if spec.use_uvloop:
+            try:
+                import uvloop  # the faster loop when it is installed (it comes with uvicorn)
+            except ImportError:
+                asyncio.run(run_worker(spec, pipe))
+            else:
+                uvloop.run(run_worker(spec, pipe))
+        else:
+            asyncio.run(run_worker(spec, pipe))
+    except BaseException as exc:
+        with contextlib.suppress(OSError, BrokenPipeError):
+            pipe.send(("error", "".join(traceback.format_exception(exc))[-4000:]))
+        if not isinstance(exc, Exception):
+            raise
+    finally:
+        with contextlib.suppress(OSError):
+            pipe.close()
