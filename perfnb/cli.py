@@ -32,7 +32,7 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
         "main_record",
         "follow an app's perfnb feed and write its records to a store",
     ),
-    "load": ("perfnb.load.runner", "main_load", "run a load test against a local target"),
+    "load": ("perfnb.load.command", "main_load", "run a load test against a local target"),
 }
 
 
