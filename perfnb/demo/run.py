@@ -4,10 +4,13 @@
    database);
 2. follow its perfnb feed into the store (``--store``, default ``data/``);
 3. drive a few minutes of a small team's use, compressed (the scripted client
-   of :mod:`perfnb.demo.traffic`), recording the client's view too;
+   of :mod:`perfnb.demo.traffic`), recording the client's view too — and, at the
+   same time, put the app under a load-test preset (``--preset``, default
+   High User Load) whose traffic is tagged with its run id and kept apart;
 4. wait until the feed has delivered everything the app recorded, then stop
    the app (also on Ctrl-C or failure);
-5. read this run back from the store and print the per-route summary.
+5. read this run back from the store and print the per-route summary of the
+   real traffic (load excluded) and the load run's own summary.
 
 >>> main_demo(["--store", "data", "--seconds", "120"])  # doctest: +SKIP
 0
@@ -20,6 +23,7 @@ import asyncio
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -35,6 +39,10 @@ from perfnb.demo.summary import format_summary, summarise
 from perfnb.demo.traffic import TrafficResult, drive
 from perfnb.errors import ConfigError, PerfnbError
 from perfnb.feedclient import connect
+from perfnb.load.engine import check_target
+from perfnb.load.presets import PRESETS, build_preset
+from perfnb.load.result import RunResult
+from perfnb.load.runner import run_load
 from perfnb.schema import Record
 from perfnb.store import Store
 
@@ -56,6 +64,9 @@ def run_demo(
     speed: float = 10.0,
     seed: int | None = None,
     run_id: str | None = None,
+    preset: str | None = "high_user_load",
+    load_users: int = 10,
+    load_seconds: float = 12.0,
     out: TextIO = sys.stdout,
 ) -> pd.DataFrame:
     """Run the demo job; print progress and the summary to ``out``; return the summary.
@@ -63,6 +74,8 @@ def run_demo(
     ``seconds`` of simulated use by ``guests`` people run ``speed`` times faster
     than real time. ``run_id`` tags the traffic as a load run (kept in its own
     tenant and removed from the app afterwards; the records keep the tag).
+    ``preset`` (a name of :data:`perfnb.load.presets.PRESETS`, or None) runs a
+    load test of ``load_users`` users for ``load_seconds`` beside the real traffic.
     """
     if guests < 1 or seconds <= 0 or speed <= 0:
         raise ConfigError(
@@ -70,6 +83,8 @@ def run_demo(
         )
     if run_id is not None:
         run_id_of(run_id, field="run_id")
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"preset {preset!r} unknown; accepted: {', '.join(sorted(PRESETS))}")
     started = datetime.now(UTC)
     target = Store(store)
     client_records: list[Record] = []
@@ -86,8 +101,15 @@ def run_demo(
             f"driving {guests} guests through {seconds:g} s of use at {speed:g}x "
             f"(~{seconds / speed:.0f} s)..."
         )
-        result = asyncio.run(
-            drive(
+        load_run_id = f"demo-load-{uuid.uuid4().hex[:8]}" if preset else None
+        if preset and load_run_id:
+            say(
+                f"and a {preset!r} load run of {load_users} users for {load_seconds:g} s "
+                f"(run id {load_run_id}, kept apart from the real traffic)..."
+            )
+
+        async def both() -> tuple[TrafficResult, RunResult | None]:
+            real = drive(
                 app.url,
                 guests=guests,
                 seconds=seconds,
@@ -96,12 +118,20 @@ def run_demo(
                 sink=client_records.append,
                 seed=seed,
             )
-        )
+            if not (preset and load_run_id):
+                return await real, None
+            load = asyncio.to_thread(
+                _load, app.url, preset, load_run_id, users=load_users, seconds=load_seconds
+            )
+            return await asyncio.gather(real, load)
+
+        result, load_result = asyncio.run(both())
         say(_traffic_line(result))
         with httpx.Client(base_url=app.url, timeout=10.0) as admin:
             last = int(admin.get(FEED + "/control").json()["seq"])
-            if run_id is not None:
-                admin.delete(f"/api/admin/runs/{run_id}").raise_for_status()
+            for tagged in (run_id, load_run_id):
+                if tagged is not None:
+                    admin.delete(f"/api/admin/runs/{tagged}").raise_for_status()
         if not feed.wait_for(lambda c: _feed_seq(c.last_event_id) >= last, timeout=20.0):
             say(f"warning: the feed delivered up to {feed.last_event_id!r} of {last} records")
         feed.close()
@@ -110,12 +140,28 @@ def run_demo(
             say(f"warning: the app's buffer dropped {stats['dropped']} records before the feed")
     if client_records:
         target.append(client_records)
+    # The real picture: the scripted team's traffic (tagged only when --run-id asks).
     frame = target.read(start=started, include_load=True)
+    own = frame["run_id"].astype("object")
+    frame = frame[own.isna()] if run_id is None else frame[own == run_id]
     if frame.empty:
         raise PerfnbError(f"the store at {store} holds no records of this run")
     summary = summarise(frame)
     _report(frame, summary, store=store, say=say)
+    if load_result is not None:
+        say(f"\nload run {load_result.run_id} ({preset}), as its generator measured it:\n")
+        say(load_result.table())
+        seen = int((own == load_result.run_id).sum())
+        say(f"\nthe app recorded {seen} records tagged with this run id (left out above)")
     return summary
+
+
+def _load(url: str, preset: str, run_id: str, *, users: int, seconds: float) -> RunResult:
+    target = check_target(url)
+    scenario, shape, _ = build_preset(
+        preset, target, run_id=run_id, overrides={"users": users, "duration": seconds}
+    )
+    return run_load(target, scenario, shape, run_id=run_id, workers=1, name=preset)
 
 
 def _traffic_line(result: TrafficResult) -> str:
@@ -166,6 +212,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--run-id", default=None, help="tag the traffic as this load run (kept apart)"
     )
+    parser.add_argument(
+        "--preset",
+        default="high_user_load",
+        help="load-test preset run beside the real traffic, or 'none' "
+        f"(one of: {', '.join(sorted(PRESETS))}; default high_user_load)",
+    )
+    parser.add_argument("--load-users", type=int, default=10, help="users of the load run")
+    parser.add_argument(
+        "--load-seconds", type=float, default=12.0, help="length of the load run (default 12)"
+    )
     return parser
 
 
@@ -181,6 +237,9 @@ def main_demo(argv: Sequence[str]) -> int:
             speed=args.speed,
             seed=args.seed,
             run_id=args.run_id,
+            preset=None if args.preset == "none" else args.preset,
+            load_users=args.load_users,
+            load_seconds=args.load_seconds,
         )
     except KeyboardInterrupt:
         print("\nperfnb demo: interrupted; the demo app was stopped", file=sys.stderr)

@@ -42,7 +42,21 @@ def _job(store: Path, *extra: str) -> list[str]:
 def test_demo_job_records_into_the_store_and_prints_a_summary(tmp_path: Path) -> None:
     store = tmp_path / "data"
     done = subprocess.run(
-        _job(store, "--seconds", "60", "--speed", "20", "--guests", "4", "--seed", "3"),
+        _job(
+            store,
+            "--seconds",
+            "60",
+            "--speed",
+            "20",
+            "--guests",
+            "4",
+            "--seed",
+            "3",
+            "--load-users",
+            "4",
+            "--load-seconds",
+            "5",
+        ),
         capture_output=True,
         text=True,
         timeout=120,
@@ -62,11 +76,33 @@ def test_demo_job_records_into_the_store_and_prints_a_summary(tmp_path: Path) ->
     assert (frame["kind"] == "process").any()
     assert (frame["source"] == "client").any()
 
+    # the preset's load ran beside the real traffic, tagged, and is left out of the real picture
+    found = re.search(r"^load run (demo-load-[0-9a-f]+) \(high_user_load\)", done.stdout, re.M)
+    assert found, done.stdout
+    tagged = server[server["run_id"].astype(str) == found.group(1)]
+    assert len(tagged) > 0
+    assert "/api/guests" in set(tagged["route"].astype(str))
+    real = Store(store).read(include_load=False)
+    assert not (real["run_id"].astype(str) == found.group(1)).any()
+    assert real["run_id"].isna().all()
+
 
 def test_demo_job_tags_a_load_run_and_cleans_its_tenant(tmp_path: Path) -> None:
     store = tmp_path / "data"
     done = subprocess.run(
-        _job(store, "--seconds", "20", "--speed", "20", "--guests", "2", "--run-id", "demo-run"),
+        _job(
+            store,
+            "--seconds",
+            "20",
+            "--speed",
+            "20",
+            "--guests",
+            "2",
+            "--run-id",
+            "demo-run",
+            "--preset",
+            "none",
+        ),
         capture_output=True,
         text=True,
         timeout=120,
