@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pyarrow as pa
 import pytest
 
+import perfnb
 import perfnb.cli
 import perfnb.schema
 from perfnb.errors import PerfnbError, RecordError
@@ -142,7 +143,7 @@ def test_wire_form_rejects_bad_time() -> None:
         record_from_json({"time": "yesterday", "source": "server", "kind": "http"})
 
 
-@pytest.mark.parametrize("module", [perfnb.schema, perfnb.cli])
+@pytest.mark.parametrize("module", [perfnb, perfnb.schema, perfnb.cli])
 def test_docstring_examples_run(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert result.attempted > 0
