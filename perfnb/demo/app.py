@@ -37,6 +37,7 @@ from perfnb.demo.faults import Faults
 from perfnb.demo.templates import SERVICE
 from perfnb.server import Monitor, PerfnbMiddleware, timing
 from perfnb.server.auth import Authoriser, is_loopback
+from perfnb.server.beaconjs import BeaconScript
 
 __all__ = ["SERVICE", "create_app", "main_demo_app"]
 
@@ -53,6 +54,7 @@ def create_app(
     service: str = SERVICE,
     admin_token: str | None = None,
     faults: Faults | None = None,
+    beacon: bool = True,
 ) -> ASGIApp:
     """Build the demo app.
 
@@ -62,7 +64,8 @@ def create_app(
     leaves perfnb out (for side-by-side comparisons). ``admin_token`` protects
     ``/api/admin/*`` exactly as the feed is protected: with no token (argument or
     ``PERFNB_TOKEN``), loopback clients only. ``faults``: switches to share with
-    the caller (tests flip them directly).
+    the caller (tests flip them directly). ``beacon``: serve perfnb's browser beacon
+    at ``/_perfnb/beacon.js`` and inject it into the HTML page (with the middleware).
 
     Every database call is timed as the ``db`` span of ``Server-Timing``; the
     middleware keys clients by the session cookie, so per-client polling health
@@ -70,8 +73,8 @@ def create_app(
 
     >>> import pathlib, tempfile
     >>> app = create_app(db_path=pathlib.Path(tempfile.mkdtemp()) / "demo.sqlite3")
-    >>> type(app).__name__
-    'PerfnbMiddleware'
+    >>> type(app).__name__, type(app.app).__name__
+    ('BeaconScript', 'PerfnbMiddleware')
     """
     tmpdir: str | None = None
     if db_path is None:
@@ -105,8 +108,15 @@ def create_app(
     if not middleware:
         return app
     if monitor is not None:
-        return PerfnbMiddleware(app, monitor=monitor, session_cookie=SESSION_COOKIE)
-    return PerfnbMiddleware(app, service=service, token=admin_token, session_cookie=SESSION_COOKIE)
+        monitored = PerfnbMiddleware(app, monitor=monitor, session_cookie=SESSION_COOKIE)
+    else:
+        monitored = PerfnbMiddleware(
+            app, service=service, token=admin_token, session_cookie=SESSION_COOKIE
+        )
+    if not beacon:
+        return monitored
+    # Outside the middleware: the beacon wrapper reads batch headers before they are stripped.
+    return BeaconScript(monitored, monitor=monitored.monitor)
 
 
 def _parser() -> argparse.ArgumentParser:

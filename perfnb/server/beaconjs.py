@@ -73,7 +73,7 @@ def _control_doc(monitor: Monitor, frames: bool) -> dict[str, object]:
     return {"enabled": control.enabled, "kinds": kinds, "frames": frames}
 
 
-def _check_options(sample: float, memory_every: float, path: str) -> None:
+def _check_options(sample: float, memory_every: float, path: str, header_bytes: int) -> None:
     if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
         msg = f"sample: got {sample!r}; expected a number between 0 and 1 (share of page views)"
         raise ConfigError(msg)
@@ -82,6 +82,9 @@ def _check_options(sample: float, memory_every: float, path: str) -> None:
         raise ConfigError(msg)
     if memory_every < 0:
         msg = f"memory_every: got {memory_every!r}; expected seconds (a number ≥ 0)"
+        raise ConfigError(msg)
+    if isinstance(header_bytes, bool) or not isinstance(header_bytes, int) or header_bytes < 256:
+        msg = f"header_bytes: got {header_bytes!r}; expected an integer ≥ 256 (bytes)"
         raise ConfigError(msg)
     if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in "?#\"'<>"):
         msg = f"path: got {path!r}; expected an absolute path such as {BEACON_PATH!r}"
@@ -95,6 +98,7 @@ def script_tag(
     sample: float = 1.0,
     frames: bool = False,
     memory_every: float = 10.0,
+    header_bytes: int = 4096,
     version: str | None = None,
 ) -> str:
     """The ``<script>`` tag that loads the beacon with the page config for ``monitor``.
@@ -102,22 +106,25 @@ def script_tag(
     ``sample`` is the share of page views that run the beacon (decided once per
     page view in the browser; the monitor's own ``sample`` then thins records on
     arrival). ``frames`` turns frame-rate sampling on. ``memory_every`` is the
-    least number of seconds between two heap / DOM-size samples. ``version``
-    versions the script URL (defaults to a hash of the shipped script).
+    least number of seconds between two heap / DOM-size samples. ``header_bytes``
+    caps the ``X-Perfnb-Beacon`` value on the app's requests (at most the
+    intake's own cap): reverse proxies refuse long header lines (nginx: 8 KB),
+    so the default stays well below. ``version`` versions the script URL
+    (defaults to a hash of the shipped script).
 
     >>> m = Monitor()
     >>> tag = script_tag(m, version="v1")
     >>> tag.startswith('<script src="/_perfnb/beacon.js?v=v1" data-perfnb="{')
     True
     """
-    _check_options(sample, memory_every, path)
+    _check_options(sample, memory_every, path, header_bytes)
     limits = monitor.beacon_limits
     config: dict[str, object] = {
         **_control_doc(monitor, frames),
         "sample": sample,
         "prefix": monitor.prefix,
         "endpoint": monitor.prefix.rstrip("/") + "/beacon",
-        "header": limits.header_bytes,
+        "header": min(header_bytes, limits.header_bytes),
         "records": limits.records,
         "memory_every": memory_every,
     }
@@ -135,14 +142,16 @@ class BeaconScript:
     Install it outermost, around :class:`~perfnb.server.PerfnbMiddleware` (which
     takes the batches out of the requests): ``BeaconScript(PerfnbMiddleware(app,
     monitor=m), monitor=m)``. ``inject=False`` only serves the script (put
-    :func:`script_tag` in your templates). ``sample``, ``memory_every`` as for
-    :func:`script_tag`; :attr:`frames` may be flipped at run time (open pages
-    learn it from their next batch's response). HTML bodies larger than
+    :func:`script_tag` in your templates). ``sample``, ``memory_every`` and
+    ``header_bytes`` as for :func:`script_tag`; :attr:`frames` may be flipped at
+    run time (open pages learn it from their next batch's response). HTML bodies larger than
     ``max_html_bytes`` are passed on untouched rather than held in memory.
 
     >>> from starlette.applications import Starlette
     >>> m = Monitor()
     >>> app = BeaconScript(Starlette(), monitor=m, sample=0.5)
+    >>> app.header_bytes
+    4096
     >>> app.frames = True
     """
 
@@ -156,9 +165,10 @@ class BeaconScript:
         sample: float = 1.0,
         frames: bool = False,
         memory_every: float = 10.0,
+        header_bytes: int = 4096,
         max_html_bytes: int = 2 * 1024 * 1024,
     ) -> None:
-        _check_options(sample, memory_every, path)
+        _check_options(sample, memory_every, path, header_bytes)
         self.app = app
         self.monitor = monitor
         self.path = path
@@ -167,6 +177,7 @@ class BeaconScript:
         #: Frame-rate sampling asked of the pages (runs only while this is on).
         self.frames = frames
         self.memory_every = float(memory_every)
+        self.header_bytes = header_bytes
         self.max_html_bytes = max_html_bytes
         self._script: bytes | None = None
         self._version = ""
@@ -187,6 +198,7 @@ class BeaconScript:
             sample=self.sample,
             frames=self.frames,
             memory_every=self.memory_every,
+            header_bytes=self.header_bytes,
             version=self._version,
         )
 
