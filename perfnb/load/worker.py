@@ -82,6 +82,11 @@ class _Worker:
         self.rate = 0.0
         self.interval_ns = 0.0
         self.next_ns = 0.0
+        # The open-model schedule is anchored on the controller's start and ends after the
+        # shape's length: every worker's intended send times then fall in the same window,
+        # however late its first "target" or the final "stop" arrive on a busy machine.
+        self.start_ns: float | None = None
+        self.end_ns = float("inf")
         self.tick_handle: asyncio.TimerHandle | None = None
         self.idle: list[Connection] = []
         self.pending: deque[int] = deque()
@@ -116,6 +121,12 @@ class _Worker:
                 self.stop(str(value))
             elif kind == "target":
                 self.set_target(float(value))
+            elif kind == "schedule":
+                start_mono_ns, length = value
+                start = float(start_mono_ns) + (_perf_ns() - time.monotonic_ns())
+                self.start_ns = start
+                if length is not None:
+                    self.end_ns = start + float(length) * 1e9
 
     def set_target(self, value: float) -> None:
         if not self.running:
@@ -246,12 +257,19 @@ class _Worker:
             return
         self.interval_ns = 1e9 / rate
         if self.tick_handle is None:
-            self.next_ns = float(_perf_ns())
+            now = float(_perf_ns())
+            # the first schedule starts at the run's start (sends already due go out at once,
+            # their lag measured); later rate changes start from now
+            self.next_ns = now if self.start_ns is None else min(now, self.start_ns)
+            self.start_ns = None
             self.tick()
 
     def tick(self) -> None:
         now = _perf_ns()
         while self.next_ns <= now and self.running:
+            if self.next_ns >= self.end_ns:
+                self.tick_handle = None
+                return  # the schedule is over; the controller's stop follows
             self.dispatch(int(self.next_ns), now)
             self.next_ns += self.interval_ns
         if self.running and self.rate > 0:
