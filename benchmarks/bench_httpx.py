@@ -1,12 +1,14 @@
 """Cost of perfnb's httpx instrumentation and of its Server-Timing parser and formatter.
 
 Added cost per request: a plain and an instrumented client call the same
-in-process ``httpx.MockTransport`` in alternating rounds (the order flips every
-round); the figure is the median over rounds of (instrumented - plain) CPU time
-of this thread per request (CPU time, because the machine is shared: wall time
-would count the other processes). Two response shapes: a body already in memory (what MockTransport
-usually builds) and a streamed body (what real transports give, where
-instrumentation wraps the stream to time the last byte). Target: ≤ 5 µs.
+in-process ``httpx.MockTransport`` in short alternating blocks (the order flips
+every pair of blocks); the figure is the median over pairs of (instrumented -
+plain) CPU time of this thread per request, with the half-width of its 95%
+interval (CPU time, because the machine is shared: wall time would count the
+other processes; short blocks, so both halves of a pair see the same load). Two
+response shapes: a body already in memory (what MockTransport usually builds)
+and a streamed body (what real transports give, where instrumentation wraps the
+stream to time the last byte). Target: ≤ 5 µs.
 
 Run: ``python -m benchmarks httpx`` (``PERFNB_BENCH_QUICK=1`` for a short run).
 """
@@ -27,8 +29,8 @@ from perfnb.collect.httpx import instrument
 
 TARGET_US = 5.0
 QUICK = bool(os.environ.get("PERFNB_BENCH_QUICK"))
-ROUNDS = 15 if QUICK else 41
-PER_ROUND = 100 if QUICK else 300
+PAIRS = 300 if QUICK else 1200
+BLOCK = 10
 HEADER = 'db;dur=1.25, app;dur=4.5;desc="handler"'
 
 
@@ -52,25 +54,45 @@ def _handler(streamed: bool) -> Callable[[httpx.Request], httpx.Response]:
 
 
 def _paired(plain: Callable[[], None], instrumented: Callable[[], None]) -> tuple[float, ...]:
-    """(plain µs, instrumented µs, added µs) per request, medians over rounds."""
-    for _ in range(PER_ROUND // 2):  # warm both up
+    """(plain µs, instrumented µs, added µs, half-width of its 95% interval) per request.
+
+    The two clients run in short blocks of BLOCK requests, one block of each per
+    pair, the order flipping every pair: neighbouring blocks see the same machine
+    (other processes, CPU frequency, cache pressure), so their difference is the
+    instrumentation's cost plus noise that the median over many pairs removes.
+    Long rounds would let the load of a shared machine drift between the two
+    halves of a pair, which dwarfs a few microseconds.
+    """
+    for _ in range(200):  # warm both up
         plain()
         instrumented()
     plain_us: list[float] = []
     inst_us: list[float] = []
     added: list[float] = []
-    for round_ in range(ROUNDS):
-        pair = [plain, instrumented] if round_ % 2 == 0 else [instrumented, plain]
-        times = {}
-        for fn in pair:
-            start = time.thread_time()
-            for _ in range(PER_ROUND):
+    clock = time.thread_time_ns
+    for pair in range(PAIRS):
+        order = (plain, instrumented) if pair % 2 == 0 else (instrumented, plain)
+        spent = []
+        for fn in order:
+            start = clock()
+            for _ in range(BLOCK):
                 fn()
-            times[fn] = (time.thread_time() - start) / PER_ROUND * 1e6
-        plain_us.append(times[plain])
-        inst_us.append(times[instrumented])
-        added.append(times[instrumented] - times[plain])
-    return statistics.median(plain_us), statistics.median(inst_us), statistics.median(added)
+            spent.append((clock() - start) / BLOCK / 1e3)
+        p, i = (spent[0], spent[1]) if pair % 2 == 0 else (spent[1], spent[0])
+        plain_us.append(p)
+        inst_us.append(i)
+        added.append(i - p)
+    added.sort()
+    # Distribution-free 95% interval of the median: order statistics n/2 ± 0.98 sqrt(n).
+    reach = max(1, round(0.98 * len(added) ** 0.5))
+    middle = len(added) // 2
+    half_width = (added[min(middle + reach, len(added) - 1)] - added[max(middle - reach, 0)]) / 2
+    return (
+        statistics.median(plain_us),
+        statistics.median(inst_us),
+        statistics.median(added),
+        half_width,
+    )
 
 
 def _sync_case(streamed: bool) -> tuple[float, ...]:
@@ -119,19 +141,25 @@ def _per_call_us(fn: Callable[[], object], *, number: int = 20_000) -> float:
 
 
 def main() -> None:
-    print(f"rounds={ROUNDS} x {PER_ROUND} requests per client; thread CPU µs, medians over rounds")
-    print(f"{'case':<34}{'plain µs':>10}{'instr. µs':>11}{'added µs':>10}{'ratio':>8}  target")
+    print(
+        f"{PAIRS} pairs of {BLOCK}-request blocks, alternating; thread CPU µs per request, "
+        "medians over pairs (± half-width of the 95% interval of the added median)"
+    )
+    print(
+        f"{'case':<26}{'plain µs':>10}{'instr. µs':>11}{'added µs':>10}{'± µs':>7}{'ratio':>8}"
+        "  target"
+    )
     cases = [
         ("sync, body in memory", lambda: _sync_case(False)),
         ("sync, streamed body", lambda: _sync_case(True)),
         ("async, streamed body", _async_case),
     ]
     for label, run in cases:
-        plain, inst, added = run()
+        plain, inst, added, spread = run()
         verdict = "met" if added <= TARGET_US else "MISSED"
         print(
-            f"{label:<34}{plain:>10.1f}{inst:>11.1f}{added:>10.2f}{inst / plain:>8.3f}  "
-            f"≤ {TARGET_US:.0f} µs {verdict}"
+            f"{label:<26}{plain:>10.1f}{inst:>11.1f}{added:>10.2f}{spread:>7.2f}"
+            f"{inst / plain:>8.3f}  ≤ {TARGET_US:.0f} µs {verdict}"
         )
     print()
     metrics = parse_server_timing(HEADER)

@@ -6,6 +6,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -220,6 +221,51 @@ def test_categories_merge_across_chunks() -> None:
     frame = stream.frame()
     assert frame["method"].tolist() == ["GET", "POST"]
     assert frame["method"].dtype == "category"
+
+
+class ReadOnly(Mapping[str, object]):
+    """A record that is a mapping but not a dict (allowed with validate=False)."""
+
+    def __init__(self, data: dict[str, object]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> object:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@pytest.mark.parametrize("as_mapping", [False, True])
+def test_mixed_shapes_keep_arrival_order_and_values(as_mapping: bool) -> None:
+    # Records of different key sets and key orders, nulls and tags in some rows:
+    # the frame shows each row's own values, in arrival order, with the schema's dtypes.
+    rng = random.Random(11)
+    expected: list[dict[str, object]] = []
+    stream = Stream(validate=False, clock=FakeClock())
+    for i in range(500):
+        record: dict[str, object] = dict(rec(i))
+        if rng.random() < 0.3:
+            record["tags"] = {"n": str(i)}
+        if rng.random() < 0.3:
+            record["value"] = float(i)
+            record["status"] = None
+        if rng.random() < 0.3:
+            record = dict(reversed(list(record.items())))
+        expected.append(record)
+        stream.push(ReadOnly(record) if as_mapping else record)  # type: ignore[arg-type]
+    frame = stream.frame()
+    assert routes(frame) == [r["route"] for r in expected]
+    assert frame["tags"].tolist() == [r.get("tags") for r in expected]
+    assert [None if pd.isna(v) else v for v in frame["value"]] == [r.get("value") for r in expected]
+    assert [None if v is pd.NA else v for v in frame["status"]] == [
+        r.get("status") for r in expected
+    ]
+    for column, dtype in EXPECTED_DTYPES.items():
+        assert str(frame[column].dtype) == dtype, column
 
 
 # -- validation ------------------------------------------------------------------

@@ -53,7 +53,9 @@ from typing import Any, Final, TypeVar
 
 import httpx
 
-from perfnb.collect.servertiming import ServerTimingMetric, parse_server_timing
+# _SIMPLE is the parser's pattern for the usual header shape: the client reads the
+# durations it needs straight from its groups (see _split_header).
+from perfnb.collect.servertiming import _SIMPLE, ServerTimingMetric, parse_server_timing
 from perfnb.errors import ConfigError
 from perfnb.schema import MAX_STRING, Record, Sink
 
@@ -164,6 +166,41 @@ def split_server_time(
     return server, app, db
 
 
+def _split_header(text: str, duration_ms: float) -> tuple[float | None, float | None, float | None]:
+    """:func:`split_server_time` of one header value, without building the metrics.
+
+    The common shape (see ``servertiming._SIMPLE``) is read straight from the
+    match's groups, four per metric; anything else goes through the full parser.
+    """
+    match = _SIMPLE.fullmatch(text)
+    if match is None:
+        return split_server_time(parse_server_timing(text), duration_ms)
+    groups = match.groups()
+    total = app = db = None
+    largest = 0.0
+    for index in range(0, len(groups), 4):
+        name = groups[index]
+        if name is None:
+            break
+        dur = float(groups[index + 1])
+        if dur <= 0:
+            continue
+        if name == "total":
+            if total is None:
+                total = dur
+        elif name == "app":
+            if app is None:
+                app = dur
+        elif name == "db" and db is None:
+            db = dur
+        if dur > largest:
+            largest = dur
+    server = total if total is not None else app if app is not None else largest or None
+    if server is not None and server > duration_ms:
+        server = duration_ms
+    return server, app, db
+
+
 def _error_type(exc: BaseException) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "timeout"
@@ -218,17 +255,18 @@ class Instrumentation:
         self._routes: dict[str, str] = {}
         self._services: dict[bytes | None, str] = {}
 
-    def _route_of(self, path: str) -> str:
-        route = self._routes.get(path)
+    def _route_of(self, url: httpx.URL, key: str) -> str:
+        # Keyed by the path as sent (see _path_key); the route function sees it decoded.
+        route = self._routes.get(key)
         if route is None:
             try:
-                route = str(self.route(path))[:MAX_ROUTE]
+                route = str(self.route(url.path))[:MAX_ROUTE]
             except Exception:
                 _log.exception("route function %r raised on a path", self.route)
                 route = "{unmatched}"
             if len(self._routes) >= _ROUTE_CACHE_SIZE:
                 self._routes.clear()  # many distinct paths: start over rather than grow
-            self._routes[path] = route
+            self._routes[key] = route
         return route
 
     def _service_of(self, host: bytes | None, url: httpx.URL) -> str:
@@ -258,6 +296,16 @@ def _header_items(headers: httpx.Headers) -> list[tuple[bytes, bytes, bytes]]:
     return [(key, key.lower(), value) for key, value in headers.raw]
 
 
+def _path_key(url: httpx.URL) -> str:
+    """The URL's path as sent (percent-encoded), to key the route cache.
+
+    ``URL.path`` unquotes on every access, which is most of a cache hit's cost;
+    the public property is the fallback should httpx rename its attribute.
+    """
+    path = getattr(getattr(url, "_uri_reference", None), "path", None)
+    return path if isinstance(path, str) else url.path
+
+
 class _Exchange:
     """One request/response on the wire, from hand-over to the last body byte.
 
@@ -269,8 +317,9 @@ class _Exchange:
 
     # Class-level defaults: __init__ sets only what differs per request.
     status = 0
-    ttfb = -1.0
-    timing: list[bytes] | None = None
+    ttfb_ns = -1
+    # The Server-Timing value (nearly always one), or a list when there are several.
+    timing: bytes | list[bytes] | None = None
     kind = "http"
     size = 0
     done = False
@@ -279,17 +328,20 @@ class _Exchange:
         self.inst = inst
         self.request = request
         self.start_wall = time.time()
-        self.start = time.perf_counter()
+        self.start = time.perf_counter_ns()
 
     def headers(self, response: httpx.Response) -> None:
-        self.ttfb = time.perf_counter() - self.start
+        self.ttfb_ns = time.perf_counter_ns() - self.start
         self.status = response.status_code
         for _, key, value in _header_items(response.headers):
             if key == b"server-timing":
-                if self.timing is None:
-                    self.timing = [value]
+                timing = self.timing
+                if timing is None:
+                    self.timing = value
+                elif isinstance(timing, bytes):
+                    self.timing = [timing, value]
                 else:
-                    self.timing.append(value)
+                    timing.append(value)
             elif key == b"content-type" and value.startswith(b"text/event-stream"):
                 self.kind = "stream"
 
@@ -297,7 +349,7 @@ class _Exchange:
         if self.done:
             return
         self.done = True
-        duration = (time.perf_counter() - self.start) * 1000.0
+        duration = (time.perf_counter_ns() - self.start) / 1e6
         inst = self.inst
         try:
             record = self._record(duration, exc)
@@ -318,7 +370,6 @@ class _Exchange:
         request = self.request
         method = request.method
         url = request.url
-        path = url.path
         host = length = run_id = None
         for _, key, value in _header_items(request.headers):
             if key == b"host":
@@ -327,18 +378,20 @@ class _Exchange:
                 length = value
             elif key == b"x-perfnb-run":
                 run_id = value
+        path = _path_key(url)
         record: Record = {
             "time": datetime.fromtimestamp(self.start_wall, UTC),
             "source": "client",
             "kind": self.kind,
             "service": inst.service or inst._services.get(host) or inst._service_of(host, url),
-            "route": inst._routes.get(path) or inst._route_of(path),
+            "route": inst._routes.get(path) or inst._route_of(url, path),
             "method": method,
             "status": self.status,
             "duration_ms": duration,
         }
-        if self.ttfb >= 0:
-            record["ttfb_ms"] = self.ttfb * 1000.0
+        ttfb = self.ttfb_ns
+        if ttfb >= 0:
+            record["ttfb_ms"] = ttfb / 1e6
             record["response_bytes"] = self.size
         if length is not None and length.isdigit():
             record["request_bytes"] = int(length)
@@ -346,20 +399,19 @@ class _Exchange:
             record["request_bytes"] = 0
         if run_id:
             record["run_id"] = run_id[:MAX_STRING].decode("latin-1")
-        if self.timing is not None:
-            timing = self.timing
-            metrics = parse_server_timing(
-                timing[0].decode("latin-1")
-                if len(timing) == 1
-                else [value.decode("latin-1") for value in timing]
-            )
-            server, app, db = split_server_time(metrics, duration)
+        timing = self.timing
+        if timing is not None:
+            if isinstance(timing, bytes):
+                server, app, db = _split_header(timing.decode("latin-1"), duration)
+            else:
+                metrics = parse_server_timing([value.decode("latin-1") for value in timing])
+                server, app, db = split_server_time(metrics, duration)
             if server is not None:
                 record["server_ms"] = server
-            if app is not None:
-                record["app_ms"] = app
-            if db is not None:
-                record["db_ms"] = db
+                if app is not None:
+                    record["app_ms"] = app
+                if db is not None:
+                    record["db_ms"] = db
         if exc is not None:
             record["error_type"] = _error_type(exc)
             record["error_message"] = _scrub(f"{type(exc).__name__}: {exc}", request)

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import perfnb.collect.httpx as hx
 from perfnb.collect import parse_server_timing
@@ -115,6 +117,18 @@ def test_split_server_time(
     expected: tuple[float | None, float | None, float | None],
 ) -> None:
     assert split_server_time(parse_server_timing(header), duration) == expected
+
+
+# Header values near the common shape exercise the client's direct reading of it.
+_PIECES = ["app", "db", "total", "x", ";dur=", ";desc=", ";DUR=", "1.5", "0", "-2", "7", "1e3"]
+_PIECES += [",", ", ", " ", '"', '"h i"', "\\", "=", ";"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=16).map("".join), st.floats(0, 50))
+@settings(max_examples=500)
+def test_split_header_agrees_with_parse_and_split(header: str, duration: float) -> None:
+    expected = split_server_time(parse_server_timing(header), duration)
+    assert hx._split_header(header, duration) == expected
 
 
 # -- records from a mock transport -------------------------------------------------------

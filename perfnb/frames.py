@@ -1,0 +1,54 @@
+"""Arrow tables of the record schema as pandas DataFrames, with perfnb's dtypes.
+
+The live stream and the store's reads both build their frames here, so a frame
+has the same dtypes wherever it came from:
+
+==========================  ========================================
+Arrow type                  pandas dtype
+==========================  ========================================
+``timestamp[us, UTC]``      ``datetime64[us, UTC]``
+``dictionary<int32, str>``  ``category`` (string categories)
+``string``                  the default string dtype
+``int16/32/64``             nullable ``Int16`` / ``Int32`` / ``Int64``
+``float32/64``              ``float32`` / ``float64`` (null is NaN)
+``map<string, string>``     ``object``: a ``dict`` or ``None`` per row
+==========================  ========================================
+
+>>> from perfnb.schema import arrow_schema
+>>> frame_from_arrow(arrow_schema().empty_table()).dtypes["status"]
+Int16Dtype()
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import pandas as pd
+import pyarrow as pa
+
+__all__ = ["frame_from_arrow"]
+
+#: Arrow integer types mapped to pandas' nullable integers (plain numpy ints
+#: cannot hold a null, and floats would lose large values).
+NULLABLE_INTS: Final[dict[Any, Any]] = {
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+}
+
+
+def frame_from_arrow(table: pa.Table) -> pd.DataFrame:
+    """A pandas DataFrame from an Arrow table of the record schema, with perfnb's dtypes.
+
+    Dictionary columns whose chunks carry different dictionaries are unified
+    first, so each becomes one pandas categorical.
+
+    >>> import pyarrow as pa
+    >>> table = pa.table({"status": pa.array([200, None], pa.int16())})
+    >>> frame_from_arrow(table)["status"].tolist()
+    [200, <NA>]
+    """
+    table = table.unify_dictionaries()
+    frame = table.to_pandas(types_mapper=NULLABLE_INTS.get, maps_as_pydicts="strict")
+    assert isinstance(frame, pd.DataFrame)
+    return frame
