@@ -24,6 +24,9 @@ sysdeps:
 demo: setup
 	$(BIN)/perfnb demo --store data
 
+lab: setup sysdeps
+	$(BIN)/perfnb lab
+
 lint: setup
 	$(BIN)/ruff check perfnb tests benchmarks
 	$(BIN)/ruff format --check perfnb tests benchmarks

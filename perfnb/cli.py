@@ -32,6 +32,11 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
         "main_record",
         "follow an app's perfnb feed and write its records to a store",
     ),
+    "lab": (
+        "perfnb.widgets.lab",
+        "main_lab",
+        "start the demo app and JupyterLab with perfnb's notebooks",
+    ),
     "load": ("perfnb.load.command", "main_load", "run a load test against a local target"),
 }
 

@@ -10,7 +10,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # conda-forge names that differ from PyPI's
-CONDA_NAMES = {"python-duckdb": "duckdb"}
+CONDA_NAMES = {"python-duckdb": "duckdb", "python-kaleido": "kaleido"}
 
 
 def _name(requirement: str) -> str:

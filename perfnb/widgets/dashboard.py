@@ -1,0 +1,280 @@
+"""The live dashboard: every chart in one widget, fed by a stream's subscription.
+
+>>> from perfnb.stream import Stream                    # doctest: +SKIP
+>>> stream = Stream()                                   # doctest: +SKIP
+>>> dash = Dashboard(stream, window=300)                # doctest: +SKIP
+>>> dash                                                # doctest: +SKIP
+>>> dash.freeze()        # static Plotly HTML + PNG    # doctest: +SKIP
+
+How it stays light: records are bucketed per second in the kernel
+(:class:`~perfnb.widgets.aggregate.Aggregator`); the stream calls the dashboard
+back with a batch at most every ``every`` seconds (0.5 by default) and each batch
+becomes one message holding only the seconds that changed. Nothing polls the
+app: the records come from whatever feeds the stream (the feed client, a load
+run, a store replay). plotly.js (the ~1 MB basic bundle) is loaded once per page.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import traitlets
+
+from perfnb.errors import ConfigError
+from perfnb.schema import SOURCES, Record
+from perfnb.widgets import _protocols as p
+from perfnb.widgets._base import ChartWidget, LazyEsm
+from perfnb.widgets.aggregate import Aggregator, Filters
+from perfnb.widgets.charts import dashboard_figures
+from perfnb.widgets.lights import AlertLog, HealthRules, evaluate
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from perfnb.widgets.freeze import Frozen
+
+__all__ = ["Dashboard", "StreamLike"]
+
+MIN_WINDOW: Final = 10
+
+
+class _Subscription(Protocol):
+    def close(self) -> None: ...
+
+
+class StreamLike(Protocol):
+    """What the dashboard needs of a :class:`perfnb.stream.Stream`."""
+
+    def subscribe(
+        self, callback: Callable[[list[Record]], None], *, every: float = ..., max_batch: int = ...
+    ) -> _Subscription: ...
+
+    def frame(self, window: float | timedelta | None = None) -> pd.DataFrame: ...
+
+
+def _check_window(window: int, max_window: int) -> int:
+    if isinstance(window, bool) or not isinstance(window, int):
+        raise ConfigError(f"window: got {window!r}; expected whole seconds (an int)")
+    if not MIN_WINDOW <= window <= max_window:
+        raise ConfigError(
+            f"window: got {window}; expected {MIN_WINDOW} to {max_window} seconds (max_window)"
+        )
+    return window
+
+
+def _check_sources(sources: Iterable[str]) -> list[str]:
+    out = list(sources)
+    unknown = sorted(set(out) - SOURCES)
+    if unknown:
+        raise ConfigError(f"sources: got {unknown}; expected some of {sorted(SOURCES)}")
+    return out
+
+
+class Dashboard(ChartWidget):
+    """Live charts of a :class:`~perfnb.stream.Stream`, with health lights and alerts.
+
+    Charts: latency p50/p95/p99 per route, throughput, error rate, server vs
+    network time, process memory and CPU, Web Vitals, polling cadence. Controls
+    (in the widget and as traits): ``exclude_load`` (records with a ``run_id``),
+    ``exclude_perfnb`` (perfnb's own endpoints and overhead), ``routes`` and
+    ``sources`` (empty: all routes; auto sources, i.e. the server's own records
+    when there are any), ``paused``, ``window`` (seconds shown).
+
+    >>> dash = Dashboard(stream, window=120, exclude_load=False)  # doctest: +SKIP
+    >>> dash.routes = ["/api/poll"]                               # doctest: +SKIP
+    """
+
+    _esm = LazyEsm("dashboard")
+
+    window = traitlets.Int(300).tag(sync=True)
+    max_window = traitlets.Int(900).tag(sync=True)
+    exclude_load = traitlets.Bool(True).tag(sync=True)
+    exclude_perfnb = traitlets.Bool(True).tag(sync=True)
+    routes = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    sources = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    paused = traitlets.Bool(False).tag(sync=True)
+    max_routes = traitlets.Int(6).tag(sync=True)
+
+    def __init__(
+        self,
+        stream: StreamLike,
+        *,
+        window: int = 300,
+        max_window: int = 900,
+        exclude_load: bool = True,
+        exclude_perfnb: bool = True,
+        routes: Sequence[str] = (),
+        sources: Sequence[str] = (),
+        paused: bool = False,
+        title: str = "perfnb · live",
+        every: float = 0.5,
+        max_routes: int = 6,
+        rules: HealthRules | None = None,
+        polling_routes: Callable[[str], bool] | None = None,
+        history: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0.5 <= every <= 60:
+            raise ConfigError(
+                f"every: got {every!r}; expected 0.5 to 60 seconds (at most two updates a second)"
+            )
+        if max_window < MIN_WINDOW or max_window > 24 * 3600:
+            raise ConfigError(f"max_window: got {max_window!r}; expected 10 s to 1 day")
+        _check_window(window, max_window)
+        super().__init__(
+            title=title,
+            window=window,
+            max_window=max_window,
+            exclude_load=exclude_load,
+            exclude_perfnb=exclude_perfnb,
+            routes=list(routes),
+            sources=_check_sources(sources),
+            paused=paused,
+            max_routes=max_routes,
+        )
+        self._clock = clock
+        self.rules = rules or HealthRules()
+        self.aggregator = Aggregator(
+            max_window=max_window,
+            polling_routes=polling_routes,
+            filters=Filters(
+                exclude_load=exclude_load,
+                exclude_perfnb=exclude_perfnb,
+                routes=frozenset(routes),
+                sources=frozenset(sources),
+            ),
+            clock=clock,
+        )
+        self.alerts = AlertLog(clock=clock)
+        self.health: dict[str, p.HealthLight] = {}
+        #: The last message sent to the browser, and how many were sent.
+        self.last_update: p.UpdateMsg | None = None
+        self.updates_sent = 0
+        self.callback_errors = 0
+        self._send_lock = threading.Lock()
+        self._stream = stream
+        if history:
+            self.aggregator.add_frame(stream.frame(window=max_window))
+        self._every = every
+        self._last_push = 0.0
+        # big batches: a burst must not turn into more than two messages a second
+        self._subscription: _Subscription | None = stream.subscribe(
+            self._on_records, every=every, max_batch=200_000
+        )
+        self.observe(
+            self._on_filters, names=["exclude_load", "exclude_perfnb", "routes", "sources"]
+        )
+        self.observe(self._on_window, names=["window"])
+        self.observe(self._on_paused, names=["paused"])
+
+    # -- data in ----------------------------------------------------------------------
+    def _on_records(self, records: list[Record]) -> None:
+        try:
+            self.aggregator.add_records(records)
+            for rec in records:
+                if rec.get("kind") == "alert":
+                    self._alert_record(rec)
+            # deliveries come every `every` s; a full batch can come sooner, and then
+            # its seconds wait (dirty) for the next delivery
+            if not self.paused and time.monotonic() - self._last_push >= 0.9 * self._every:
+                self.push_update(reset=False)
+        except Exception:
+            # the stream's thread must survive a bad batch; the count says it happened
+            self.callback_errors += 1
+
+    def _alert_record(self, rec: Mapping[str, Any]) -> None:
+        tags = rec.get("tags") or {}
+        level = tags.get("level", "warning")
+        if level not in ("info", "warning", "critical"):
+            level = "warning"
+        message = tags.get("message") or rec.get("error_message") or rec.get("name") or "alert"
+        self.alerts.add(level, rec.get("source", ""), str(message), t=rec["time"].timestamp())
+
+    # -- controls ------------------------------------------------------------------------
+    def _on_filters(self, change: Mapping[str, Any]) -> None:
+        name, new = change["name"], change["new"]
+        if name == "sources":
+            _check_sources(new)
+        self.aggregator.set_filters(**{name: new})
+        self.push_update(reset=True)
+
+    def _on_window(self, change: Mapping[str, Any]) -> None:
+        _check_window(change["new"], self.max_window)
+        self.push_update(reset=True)
+
+    def _on_paused(self, change: Mapping[str, Any]) -> None:
+        self.push_update(reset=bool(not change["new"]))
+
+    def _on_hello(self) -> None:
+        self.push_update(reset=True)
+
+    # -- data out ---------------------------------------------------------------------
+    def push_update(self, *, reset: bool) -> p.UpdateMsg:
+        """Send the browser the changed seconds (everything when ``reset``).
+
+        Called by the stream's subscription (at most every ``every`` seconds) and
+        when a control changes; returns the message sent.
+        """
+        with self._send_lock:
+            agg = self.aggregator
+            if self.paused:
+                seconds: list[p.SecondSummary] = []
+            elif reset:
+                agg.take_dirty()
+                seconds = agg.summaries(window=self.window)
+            else:
+                seconds = agg.take_dirty()
+            self.health = evaluate(agg.window_figures(self.rules.window_s), self.rules)
+            self.alerts.observe(self.health)
+            msg: p.UpdateMsg = {
+                "type": "update",
+                "reset": reset and not self.paused,
+                "window": self.window,
+                "now": int(self._clock()),
+                "paused": self.paused,
+                "seconds": seconds,
+                "health": self.health,
+                "alerts": self.alerts.items[:20],
+                "routes": agg.routes,
+                "sources": agg.sources,
+                "stats": dict(agg.stats),
+            }
+            self.send(msg)
+            self._last_push = time.monotonic()
+            self.last_update = msg
+            self.updates_sent += 1
+            return msg
+
+    def summaries(self) -> list[p.SecondSummary]:
+        """The per-second summaries now shown (under the current filters and window)."""
+        return self.aggregator.summaries(window=self.window)
+
+    def figures(self) -> dict[str, dict[str, Any]]:
+        """The charts now shown, as Plotly figure dicts."""
+        return dashboard_figures(self.summaries(), max_routes=self.max_routes)
+
+    def freeze(self, *, png: bool = True, display: bool = False) -> Frozen:
+        """Static copies of the charts (Plotly HTML, offline; PNG via kaleido) for sharing."""
+        from perfnb.widgets.freeze import freeze_figures
+
+        return freeze_figures(
+            self.figures(),
+            title=self.title,
+            health=self.health,
+            alerts=self.alerts.items,
+            png=png,
+            display=display,
+        )
+
+    def close(self) -> None:
+        """Stop following the stream and close the widget."""
+        # also reached from __del__ of a half-made widget (a bad option), hence getattr
+        sub = getattr(self, "_subscription", None)
+        self._subscription = None
+        if sub is not None:
+            sub.close()
+        super().close()
