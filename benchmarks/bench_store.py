@@ -5,10 +5,13 @@ Everything runs side by side in one process on the same synthetic records:
 * 1M rows written by the store, by ``DataFrame.to_parquet`` with its defaults and
   by ``pyarrow.parquet.write_table`` with its defaults: bytes per row on disk;
 * append throughput through ``Store.writer()`` one record at a time, through
-  ``StoreWriter.extend`` with DataFrame batches, and ``Store.append`` of a frame;
+  ``StoreWriter.extend`` with DataFrame batches, and ``Store.append`` of a frame —
+  by wall time, by this process's CPU time, and by the CPU time of the appending
+  thread alone (the writer's converter thread does the Parquet work beside it);
 * 10M rows over 30 days: the per-route summary through ``Store.route_summary``
   against the same query in raw DuckDB over the same files.
 
+The machine is shared: every section prints the load average it ran under.
 ``PERFNB_BENCH_SCALE=0.1`` shrinks every size tenfold for a quick run.
 
     python -m benchmarks.bench_store
@@ -169,18 +172,41 @@ def timed(action: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def load() -> str:
+    """The 1-minute load average, to read the figures by (2 cores here)."""
+    return f"load average {os.getloadavg()[0]:.1f}"
+
+
+def column_sizes(root: Path, *, top: int = 6) -> str:
+    """The biggest columns on disk under ``root``, in bytes per row."""
+    sizes: dict[str, int] = {}
+    rows = 0
+    for path in root.rglob("*.parquet"):
+        meta = pq.ParquetFile(path).metadata
+        rows += meta.num_rows
+        for group in range(meta.num_row_groups):
+            chunks = meta.row_group(group)
+            for index in range(chunks.num_columns):
+                chunk = chunks.column(index)
+                name = chunk.path_in_schema.split(".")[0]
+                sizes[name] = sizes.get(name, 0) + chunk.total_compressed_size
+    biggest = sorted(sizes.items(), key=lambda item: -item[1])[:top]
+    return ", ".join(f"{name} {size / max(rows, 1):.2f}" for name, size in biggest)
+
+
 def row(label: str, value: str, target: str = "", met: bool | None = None) -> None:
     verdict = "" if met is None else ("met" if met else "MISSED")
-    print(f"  {label:<48} {value:>22}  {target:<14} {verdict}")
+    print(f"  {label:<48} {value:>24}  {target:<14} {verdict}")
 
 
 def bench_size(frame: pd.DataFrame, work: Path) -> None:
     n = len(frame)
-    print(f"\nBytes per row on disk ({n:,} HTTP records, one day)")
+    print(f"\nBytes per row on disk ({n:,} HTTP records, one day; {load()})")
     store_root = work / "size-perfnb"
     wall, _ = timed(lambda: Store(store_root).append(frame))
     ours = disk_bytes(store_root) / n
     row("perfnb Store.append", f"{ours:6.2f} B/row {wall:5.2f}s", "≤ 16 B/row", ours <= 16)
+    print(f"    biggest columns (B/row): {column_sizes(store_root)}")
     pandas_path = work / "pandas.parquet"
     wall, _ = timed(lambda: frame.to_parquet(pandas_path))
     pandas_bytes = pandas_path.stat().st_size / n
@@ -195,17 +221,21 @@ def bench_size(frame: pd.DataFrame, work: Path) -> None:
 
 
 def bench_append(frame: pd.DataFrame, work: Path, *, one_by_one: int) -> None:
-    print("\nAppend throughput (median of 3; wall and CPU of this process)")
+    print(f"\nAppend throughput (median of 3; {load()})")
+    print("    rates by wall time, by this process's CPU time, and by the appending thread's")
     records = as_records(frame.iloc[:one_by_one])
     # The benchmark's own records are not the writer's garbage: keep the cyclic
     # collector from walking them while the writer is timed.
     gc.freeze()
+    files: dict[str, float] = {}
 
     def one_at_a_time(round_: int) -> None:
-        with Store(work / f"single-{round_}").writer() as writer:
+        root = work / f"single-{round_}"
+        with Store(root).writer() as writer:
             append = writer.append
             for record in records:
                 append(record)
+        files["writer"] = disk_bytes(root) / len(records)
 
     def frames(round_: int) -> None:
         with Store(work / f"frames-{round_}").writer() as writer:
@@ -221,20 +251,25 @@ def bench_append(frame: pd.DataFrame, work: Path, *, one_by_one: int) -> None:
         ("Store.append, one DataFrame", whole, len(frame), 500_000),
     ]
     for label, action, count, target in cases:
-        walls, cpus = [], []
+        walls, cpus, threads = [], [], []
         for round_ in range(3):
+            thread = time.thread_time()
             wall, cpu = timed(lambda a=action, r=round_: a(r))  # type: ignore[misc]
             walls.append(wall)
             cpus.append(cpu)
+            threads.append(time.thread_time() - thread)
         wall_rate = count / statistics.median(walls)
         cpu_rate = count / statistics.median(cpus)
-        value = f"{wall_rate / 1e3:6.0f}k/s ({cpu_rate / 1e3:4.0f}k/s CPU)"
+        thread_rate = count / statistics.median(threads)
+        value = f"{wall_rate / 1e3:4.0f}k/s {cpu_rate / 1e3:5.0f}k/s {thread_rate / 1e3:5.0f}k/s"
         row(label, value, f"≥ {target // 1000}k/s", wall_rate >= target)
+    row("  files of the writer (1 s or 50k-record flushes)", f"{files['writer']:6.2f} B/row")
     gc.unfreeze()
+    print(f"    ({load()} at the end)")
 
 
 def bench_query(n: int, work: Path, *, days: int = 30) -> None:
-    print(f"\n{days}-day per-route summary over {n:,} rows (median of 5)")
+    print(f"\n{days}-day per-route summary over {n:,} rows (median of 5; {load()})")
     root = work / "month"
     store = Store(root)
     wall, _ = timed(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
 from perfnb.errors import RecordError
@@ -37,6 +37,7 @@ __all__ = [
     "COLUMNS",
     "COLUMN_NAMES",
     "KINDS",
+    "MAX_MS",
     "MAX_TAGS",
     "SCHEMA_VERSION",
     "SOURCES",
@@ -84,6 +85,14 @@ MAX_TAG_KEY: Final = 64
 MAX_TAG_VALUE: Final = 256
 #: Strings longer than this are refused (error messages are truncated by producers).
 MAX_STRING: Final = 4096
+#: Millisecond columns (``*_ms``) hold finite values below this in magnitude (about
+#: 31,700 years): the store keeps them exactly, to the microsecond, as decimal(18, 3).
+MAX_MS: Final = 1e15
+
+_MS_NOTE: Final = (
+    " float32 in live frames (exact to the µs below 16 s); the store keeps it exact to"
+    " the µs (decimal(18, 3) on disk, INT64 µs) and reads it back as float64."
+)
 
 LogicalType = Literal[
     "timestamp", "category", "string", "int16", "int32", "int64", "float32", "float64", "tags"
@@ -130,20 +139,21 @@ COLUMNS: Final[tuple[Column, ...]] = (
         "duration_ms",
         "float32",
         "ms",
-        "Duration to the last body byte (whole connection for streams and WebSockets). "
-        "float32: exact to the microsecond below 16 s.",
+        "Duration to the last body byte (whole connection for streams and WebSockets)." + _MS_NOTE,
     ),
-    Column("ttfb_ms", "float32", "ms", "Time to first byte of the response (first event)."),
+    Column(
+        "ttfb_ms", "float32", "ms", "Time to first byte of the response (first event)." + _MS_NOTE
+    ),
     Column("request_bytes", "int64", "bytes", "Request body size (bytes received for WS)."),
     Column("response_bytes", "int64", "bytes", "Response body size (bytes sent for WS)."),
     Column(
         "server_ms",
         "float32",
         "ms",
-        "Time spent in the server: measured by the middleware, or from Server-Timing.",
+        "Time spent in the server: measured by the middleware, or from Server-Timing." + _MS_NOTE,
     ),
-    Column("app_ms", "float32", "ms", "Handler time (Server-Timing ``app``)."),
-    Column("db_ms", "float32", "ms", "Database time (Server-Timing ``db``)."),
+    Column("app_ms", "float32", "ms", "Handler time (Server-Timing ``app``)." + _MS_NOTE),
+    Column("db_ms", "float32", "ms", "Database time (Server-Timing ``db``)." + _MS_NOTE),
     Column("messages_in", "int32", "messages", "Messages received (WebSocket, SSE)."),
     Column("messages_out", "int32", "messages", "Messages sent (WebSocket, SSE events)."),
     Column(
@@ -261,6 +271,13 @@ def _check_float(name: str, value: object) -> float:
     return float(value)
 
 
+def _check_ms(name: str, value: object) -> float:
+    number = _check_float(name, value)
+    if not -MAX_MS < number < MAX_MS:
+        raise _fail(name, value, f"expected finite milliseconds in (-{MAX_MS:.0e}, {MAX_MS:.0e})")
+    return number
+
+
 def _check_tags(value: object) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise _fail("tags", value, "expected a dict of str to str")
@@ -286,11 +303,101 @@ def _checker(col: Column) -> Callable[[object], object]:
         kind = col.type
         return lambda v: _check_int(name, kind, v)
     if col.type in ("float32", "float64"):
+        if col.unit == "ms":
+            return lambda v: _check_ms(name, v)
         return lambda v: _check_float(name, v)
     return _check_tags
 
 
 _CHECKS: Final[dict[str, Callable[[object], object]]] = {c.name: _checker(c) for c in COLUMNS}
+
+# -- the fast path ---------------------------------------------------------------------
+#
+# Producers build their records the same way every time, so validate_record meets
+# a handful of key orders ("shapes"). For each one a checker specialised to exactly
+# those columns is generated once: it unpacks the values in one step and tests them
+# with inline comparisons (a few times cheaper than the loop over _CHECKS). It
+# accepts only plain values that the generic path would return unchanged; anything
+# else (None, ints in float columns, other tzinfo classes, bad values) returns None
+# and takes the generic path, which normalises the record or raises its error.
+
+#: Most shapes given generated checkers; later shapes always take the generic path,
+#: so a producer that shuffles its keys cannot grow this without bound.
+_MAX_SHAPES: Final = 256
+_TYPES: Final = {c.name: c.type for c in COLUMNS}
+_MS: Final = frozenset(c.name for c in COLUMNS if c.unit == "ms" and c.type.startswith("float"))
+
+
+def _tags_plain(value: Any) -> bool:
+    if value.__class__ is not dict or len(value) > MAX_TAGS:
+        return False
+    for key, item in value.items():
+        if key.__class__ is not str or item.__class__ is not str:
+            return False
+        if len(key) > MAX_TAG_KEY or len(item) > MAX_TAG_VALUE:
+            return False
+    return True
+
+
+def _condition(name: str, var: str) -> str:
+    kind = _TYPES[name]
+    if kind == "timestamp":
+        # datetime.timezone always has an offset; other tzinfo classes may not.
+        return f"{var}.__class__ is _datetime and {var}.tzinfo.__class__ is _timezone"
+    if name == "source":
+        return f"{var}.__class__ is str and {var} in _SOURCES"
+    if name == "kind":
+        return f"{var}.__class__ is str and {var} in _KINDS"
+    if kind in ("category", "string"):
+        return f"{var}.__class__ is str and len({var}) <= {MAX_STRING}"
+    if kind in _INT_RANGES:
+        low, high = _INT_RANGES[kind]
+        return f"{var}.__class__ is int and {low} <= {var} <= {high}"
+    if name in _MS:
+        return f"{var}.__class__ is float and {-MAX_MS!r} < {var} < {MAX_MS!r}"  # no NaN
+    if kind in ("float32", "float64"):
+        return f"{var}.__class__ is float and {var} == {var}"  # False for NaN only
+    return f"_tags_plain({var})"
+
+
+def _compile(keys: tuple[str, ...]) -> Callable[[Mapping[str, object]], Record | None]:
+    names = [f"v{i}" for i in range(len(keys))]
+    pairs = list(zip(keys, names, strict=True))
+    conditions = " and ".join(_condition(k, v) for k, v in pairs)
+    # Tags are copied, as the generic path copies them; everything else is immutable.
+    items = ", ".join(f"{k!r}: {f'dict({v})' if _TYPES[k] == 'tags' else v}" for k, v in pairs)
+    # Only schema column names reach the generated source (checked by the caller).
+    source = (
+        "def check(record):\n"
+        f"    ({', '.join(names)},) = record.values()\n"
+        f"    if {conditions}:\n"
+        f"        return {{{items}}}\n"
+        "    return None\n"
+    )
+    namespace: dict[str, Any] = {
+        "_datetime": datetime,
+        "_timezone": timezone,
+        "_SOURCES": SOURCES,
+        "_KINDS": KINDS,
+        "_tags_plain": _tags_plain,
+    }
+    exec(compile(source, f"<perfnb record checker {len(keys)} columns>", "exec"), namespace)
+    checker: Callable[[Mapping[str, object]], Record | None] = namespace["check"]
+    return checker
+
+
+# Generated checkers by shape. A memo of a pure function of the key order, bounded
+# by _MAX_SHAPES: no state that callers could observe.
+_SHAPES: Final[dict[tuple[str, ...], Callable[[Mapping[str, object]], Record | None]]] = {}
+
+
+def _shape_checker(keys: tuple[str, ...]) -> Callable[[Mapping[str, object]], Record | None] | None:
+    if len(_SHAPES) >= _MAX_SHAPES:
+        return None
+    if not all(k in _TYPES for k in keys) or not all(k in keys for k in _REQUIRED):
+        return None  # the generic path names the unknown or missing column
+    checker = _SHAPES[keys] = _compile(keys)
+    return checker
 
 
 def validate_record(record: Mapping[str, object]) -> Record:
@@ -306,10 +413,21 @@ def validate_record(record: Mapping[str, object]) -> Record:
     ...
     perfnb.errors.RecordError: column 'time': got 1 (int); expected a timezone-aware datetime
     """
-    if not isinstance(record, Mapping):
+    if record.__class__ is dict:
+        keys = tuple(record)
+        checker = _SHAPES.get(keys) or _shape_checker(keys)
+        if checker is not None:
+            checked = checker(record)
+            if checked is not None:
+                return checked
+    elif not isinstance(record, Mapping):
         raise RecordError(
             f"a record must be a dict of column to value, got {type(record).__name__}"
         )
+    return _validate_generic(record)
+
+
+def _validate_generic(record: Mapping[str, object]) -> Record:
     out: dict[str, Any] = {}
     for key, value in record.items():
         check = _CHECKS.get(key)

@@ -5,6 +5,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import perfnb
 import perfnb.cli
@@ -60,6 +62,7 @@ def test_every_column_is_documented_with_a_unit_or_a_reason() -> None:
         assert column.doc.strip(), column.name
         if column.name.endswith("_ms"):
             assert column.unit == "ms"
+            assert "exact to the µs" in column.doc  # how the store keeps it
         if column.name.endswith("_bytes"):
             assert column.unit == "bytes"
 
@@ -100,6 +103,8 @@ def test_nulls_are_dropped_and_required_columns_enforced() -> None:
         ("status", 70000, "int16"),
         ("duration_ms", "fast", "expected a number"),
         ("duration_ms", float("nan"), "NaN"),
+        ("duration_ms", float("inf"), "finite milliseconds"),
+        ("server_ms", -1e15, "finite milliseconds"),
         ("route", 12, "expected a string"),
         ("tags", {"a": 1}, "str values"),
         ("tags", {str(i): "x" for i in range(17)}, "at most 16"),
@@ -148,3 +153,48 @@ def test_docstring_examples_run(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# Values of every kind the schema meets, plain and not: the generated per-shape
+# checkers must accept, refuse and copy exactly as the generic path does.
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["server", "client", "http", "db", "nope", "x" * 5000, ""]),
+    st.text(max_size=8),
+    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=3),
+    st.just({"k": 1}),
+    st.just(T0),
+    st.just(datetime(2026, 1, 1)),
+    st.just(T0.astimezone(timezone(timedelta(hours=-3)))),
+)
+
+
+def _outcome(check: object, record: dict[str, object]) -> object:
+    try:
+        return ("ok", check(record))  # type: ignore[operator]
+    except RecordError as exc:
+        return ("error", str(exc))
+
+
+@given(
+    st.lists(st.sampled_from(COLUMN_NAMES), unique=True, max_size=10),
+    st.data(),
+)
+@settings(max_examples=400)
+def test_fast_path_agrees_with_the_generic_path(columns: list[str], data: st.DataObject) -> None:
+    record: dict[str, object] = {"time": T0, "source": "client", "kind": "http"}
+    for column in columns:
+        record[column] = data.draw(_VALUES, label=column)
+    assert _outcome(validate_record, record) == _outcome(perfnb.schema._validate_generic, record)
+
+
+def test_fast_path_returns_a_copy_with_its_own_tags() -> None:
+    record = full_record()
+    for _ in range(2):  # the second call takes the generated checker
+        checked = validate_record(record)
+        assert checked == record
+        assert checked is not record
+        assert checked["tags"] is not record["tags"]

@@ -2,7 +2,8 @@
 
 The steps, each safe to be interrupted:
 
-1. the merged, time-sorted table is written under a hidden temporary name;
+1. the merged table (sorted by time, then laid out as :mod:`perfnb.store.layout`
+   says) is written under a hidden temporary name;
 2. an *intent* ``_compact.json`` in the day's directory names the merged file and
    the files it replaces;
 3. the merged file gets its final name (``c-….parquet``);
@@ -29,9 +30,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from perfnb.errors import StoreError
-from perfnb.schema import arrow_schema
+from perfnb.store.layout import from_disk, sort_by_time, table_schema
 from perfnb.store.parquet import write_atomic
-from perfnb.store.rows import sort_by_time
 
 __all__ = ["INTENT", "CompactResult", "compact_day", "day_files", "finish_interrupted"]
 
@@ -130,7 +130,8 @@ def compact_day(
     expected = 0
     parts = []
     for info in sources:
-        part = pq.read_table(info.path, filesystem=fs, schema=arrow_schema())
+        # Either layout (the first one's float32 milliseconds too) becomes the current one.
+        part = from_disk(pq.read_table(info.path, filesystem=fs)).cast(table_schema())
         expected += part.num_rows
         parts.append(part)
     table = sort_by_time(pa.concat_tables(parts)).unify_dictionaries().combine_chunks()

@@ -28,13 +28,13 @@ from perfnb.schema import (
     COLUMN_NAMES,
     COLUMNS,
     KINDS,
+    MAX_MS,
     MAX_STRING,
     SOURCES,
     Column,
-    arrow_schema,
     validate_record,
 )
-from perfnb.store.rows import sort_by_time
+from perfnb.store.layout import MS_COLUMNS, sort_by_time, table_schema
 
 __all__ = ["table_from_frame"]
 
@@ -54,34 +54,63 @@ def _fail(column: str, sample: str, accepted: str) -> RecordError:
 
 def _time(series: pd.Series[Any]) -> pa.Array:
     if isinstance(series.dtype, pd.DatetimeTZDtype):
-        values = series.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
-    elif pd.api.types.is_datetime64_dtype(series.dtype):
+        # Straight from the datetime array: no intermediate Series.
+        array = series.array
+        if str(series.dtype.tz) != "UTC":
+            array = array.tz_convert("UTC")
+        if array.unit != "us":
+            array = array.as_unit("us")
+        micros = np.asarray(array.asi8)
+        if bool(np.asarray(array.isna()).any()):
+            raise _fail("time", "NaT", "time is required in every row")
+        return pa.array(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    if pd.api.types.is_datetime64_dtype(series.dtype):
         raise _fail("time", repr(series.iloc[0]), "naive timestamps are refused: give tz=UTC")
-    else:
-        bad = series.map(lambda v: not hasattr(v, "utcoffset") or v.utcoffset() is None)
-        if bool(bad.any()):
-            raise _fail("time", _sample(series, bad), "expected timezone-aware datetimes")
-        values = pd.to_datetime(series, utc=True).astype("datetime64[us, UTC]")
+    bad = series.map(lambda v: not hasattr(v, "utcoffset") or v.utcoffset() is None)
+    if bool(bad.any()):
+        raise _fail("time", _sample(series, bad), "expected timezone-aware datetimes")
+    values = pd.to_datetime(series, utc=True).astype("datetime64[us, UTC]")
     if bool(values.isna().any()):
         raise _fail("time", "NaT", "time is required in every row")
     return pa.array(values, pa.timestamp("us", tz="UTC"))
 
 
 def _categorical(col: Column, series: pd.Series[Any]) -> pa.Array:
-    """A pandas categorical as a dictionary array without touching every value."""
-    codes = series.cat.codes.to_numpy()
-    used = series.cat.categories[np.unique(codes[codes >= 0])]
-    dictionary = _strings(col, pd.Series(series.cat.categories.astype(object)), check_only=used)
-    indices = pa.array(codes.astype(np.int32), mask=codes < 0)
-    if col.required and indices.null_count:
+    """A pandas categorical as a dictionary array: only its categories are checked."""
+    categorical = series.array
+    codes = np.asarray(categorical.codes)
+    present = codes >= 0
+    everywhere = bool(present.all())
+    if col.required and not everywhere:
         raise _fail(col.name, "None", "the column is required in every row")
+    categories = categorical.categories
+    used = np.zeros(len(categories), dtype=bool)
+    used[codes if everywhere else codes[present]] = True
+    try:
+        dictionary = pa.array(categories.array, from_pandas=True)
+        if isinstance(dictionary, pa.ChunkedArray):
+            dictionary = dictionary.combine_chunks()
+        dictionary = dictionary.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        bad = pd.Series(categories).map(lambda v: not isinstance(v, str)).to_numpy() & used
+        sample = repr(categories[bad][0]) if bad.any() else "?"
+        raise _fail(col.name, sample, "expected strings") from None
+    lengths = pc.utf8_length(dictionary).to_numpy(zero_copy_only=False)
+    too_long = (lengths > MAX_STRING) & used
+    if bool(too_long.any()):
+        sample = repr(categories[too_long][0])[:80]
+        raise _fail(col.name, sample, f"expected at most {MAX_STRING} characters")
+    allowed = {"source": SOURCES, "kind": KINDS}.get(col.name)
+    if allowed is not None:
+        unknown = sorted(set(categories[used]) - allowed, key=str)
+        if unknown:
+            raise _fail(col.name, repr(unknown[0]), f"expected one of {sorted(allowed)}")
+    indices = pa.array(codes.astype(np.int32), mask=None if everywhere else ~present)
     array = pa.DictionaryArray.from_arrays(indices, dictionary)
     return array if col.type == "category" else array.cast(pa.string())
 
 
-def _strings(
-    col: Column, series: pd.Series[Any], *, check_only: pd.Index[Any] | None = None
-) -> pa.Array:
+def _strings(col: Column, series: pd.Series[Any]) -> pa.Array:
     if isinstance(series.dtype, pd.CategoricalDtype):
         return _categorical(col, series)
     try:
@@ -96,12 +125,9 @@ def _strings(
     if col.required and array.null_count:
         raise _fail(col.name, "None", "the column is required in every row")
     if allowed is not None:
-        values = check_only if check_only is not None else pc.unique(array).to_pylist()
-        unknown = sorted(set(values) - allowed, key=str)
+        unknown = sorted(set(pc.unique(array).to_pylist()) - allowed, key=str)
         if unknown:
             raise _fail(col.name, repr(unknown[0]), f"expected one of {sorted(allowed)}")
-    if check_only is not None:
-        return array
     return array.dictionary_encode() if col.type == "category" else array
 
 
@@ -123,6 +149,15 @@ def _numbers(col: Column, series: pd.Series[Any], arrow_type: pa.DataType) -> pa
         if pd.api.types.is_integer_dtype(dtype) and not series.hasnans:
             return pa.array(series.to_numpy(), arrow_type)
         return pa.array(values, pa.float64(), from_pandas=True).cast(arrow_type)
+    if col.name in MS_COLUMNS:
+        with np.errstate(invalid="ignore"):
+            bad = np.abs(values) >= MAX_MS
+        if bool(bad.any()):
+            raise _fail(
+                col.name,
+                _sample(series, bad),
+                f"expected milliseconds in (-{MAX_MS:.0e}, {MAX_MS:.0e})",
+            )
     return pa.array(values, pa.float64(), from_pandas=True).cast(arrow_type)
 
 
@@ -136,7 +171,11 @@ def _tags(series: pd.Series[Any]) -> pa.Array:
 
 
 def table_from_frame(frame: pd.DataFrame) -> pa.Table:
-    """Check ``frame`` column by column; return it as a time-sorted table of the schema."""
+    """Check ``frame`` column by column; return it as a time-sorted table of the store's form.
+
+    The form is :func:`perfnb.store.layout.table_schema`: the record schema with
+    ``*_ms`` as float64.
+    """
     unknown = [c for c in frame.columns if c not in _BY_NAME]
     if unknown:
         sample = repr(frame[unknown[0]].iloc[0]) if len(frame) else "no rows"
@@ -147,14 +186,14 @@ def table_from_frame(frame: pd.DataFrame) -> pa.Table:
     missing = [c.name for c in COLUMNS if c.required and c.name not in frame.columns]
     if missing:
         raise RecordError(f"column {missing[0]!r} is required and missing")
-    schema = arrow_schema()
+    schema = table_schema()
     arrays = []
     for fld in schema:
         col = _BY_NAME[fld.name]
         if fld.name not in frame.columns:
             arrays.append(pa.nulls(len(frame), fld.type))
             continue
-        series = frame[fld.name].reset_index(drop=True)
+        series = frame[fld.name]
         if col.type == "timestamp":
             arrays.append(_time(series))
         elif col.type in ("category", "string"):

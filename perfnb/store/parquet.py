@@ -1,16 +1,8 @@
-"""Parquet files of the store: how they are encoded, named, written and found.
+"""Parquet files of the store: how they are named, written and cut into days.
 
-Every file holds the full :func:`perfnb.schema.arrow_schema` (with the schema
-version in its metadata) and is written for size and speed:
-
-* zstd compression;
-* dictionary encoding on the categorical columns only — on floats and sizes a
-  dictionary is mostly wasted work;
-* ``DELTA_BINARY_PACKED`` for ``time`` (rows are in time order, so the deltas
-  are small) and ``BYTE_STREAM_SPLIT`` for floats (the exponent bytes of
-  similar durations compress to almost nothing);
-* ``PLAIN`` for the other integers: sizes and statuses are not sorted, and
-  measured on HTTP records delta-packing them costs 0.2–0.5 bytes per row more.
+Every file holds the full record schema in the on-disk form of
+:mod:`perfnb.store.layout` (which also sets the encodings), with the schema version
+in its metadata.
 
 A write is atomic: the table goes to a hidden temporary name in the same
 directory (readers only look at ``*.parquet``), is flushed to disk, then gets
@@ -25,7 +17,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import pyarrow as pa
@@ -33,11 +25,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from perfnb.errors import StoreError
-from perfnb.schema import COLUMNS, arrow_schema
+from perfnb.store.layout import WRITE_OPTIONS, disk_schema, to_disk
 
 __all__ = [
-    "CATEGORY_COLUMNS",
-    "WRITE_OPTIONS",
     "Names",
     "day_dir",
     "split_by_day",
@@ -46,25 +36,6 @@ __all__ = [
 
 DAY_US: Final = 86_400_000_000
 _EPOCH_DAY: Final = date(1970, 1, 1)
-
-CATEGORY_COLUMNS: Final = [c.name for c in COLUMNS if c.type == "category"]
-
-_ENCODINGS: Final = {
-    **{c.name: "DELTA_BINARY_PACKED" for c in COLUMNS if c.type == "timestamp"},
-    **{c.name: "BYTE_STREAM_SPLIT" for c in COLUMNS if c.type.startswith("float")},
-    **{c.name: "PLAIN" for c in COLUMNS if c.type.startswith("int")},
-}
-
-#: Options for :func:`pyarrow.parquet.write_table` shared by every file of the store.
-WRITE_OPTIONS: Final[dict[str, Any]] = {
-    "compression": "zstd",
-    "compression_level": 3,
-    "use_dictionary": CATEGORY_COLUMNS,
-    "column_encoding": _ENCODINGS,
-    # Several row groups per large file let DuckDB scan a day on both cores.
-    "row_group_size": 256 * 1024,
-    "write_statistics": True,
-}
 
 
 def day_dir(day: date) -> str:
@@ -126,19 +97,21 @@ def write_atomic(
     local: bool,
     metadata: dict[str, str] | None = None,
 ) -> str | None:
-    """Write ``table`` as ``directory/name.parquet``; ``None`` if that file already exists.
+    """Write ``table`` (time-sorted, one day) as ``directory/name.parquet``.
 
-    Never overwrites: an existing file of that name means the rows are already
-    stored (see the append log's replay), so nothing is written.
+    ``table`` is in the in-memory form (:func:`perfnb.store.layout.table_schema`).
+    Returns the path, or ``None`` if that file already exists: never overwrites, as
+    an existing file of that name means the rows are already stored (see the append
+    log's replay), so nothing is written.
     """
     final = f"{directory}/{name}.parquet"
     temp = f"{directory}/.{name}.{secrets.token_hex(3)}.tmp"
     if fs.get_file_info(final).type != pafs.FileType.NotFound:
         return None
-    schema = arrow_schema()
+    schema = disk_schema()
     if metadata:
         schema = schema.with_metadata({**schema.metadata, **metadata})
-    table = table.replace_schema_metadata(schema.metadata)
+    table = to_disk(table).replace_schema_metadata(schema.metadata)
     fs.create_dir(directory, recursive=True)
     try:
         pq.write_table(table, temp, filesystem=fs, **WRITE_OPTIONS)

@@ -2,7 +2,9 @@
 
 Reads take the list of data files from the store (already pruned to the days
 asked for, and without files a compaction replaced), so neither pyarrow nor
-DuckDB ever sees a half-finished compaction.
+DuckDB ever sees a half-finished compaction. Files of the current layout and of
+the first one (``*_ms`` as float32) are scanned apart, each with its own schema,
+and meet as the store's in-memory form: ``*_ms`` as float64 (``DOUBLE`` in DuckDB).
 """
 
 from __future__ import annotations
@@ -17,19 +19,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from perfnb.errors import StoreError
-from perfnb.schema import COLUMN_NAMES, arrow_schema
+from perfnb.frames import frame_from_arrow
+from perfnb.schema import COLUMN_NAMES
+from perfnb.store.layout import (
+    MS_COLUMNS,
+    disk_schema,
+    from_disk,
+    is_current,
+    legacy_schema,
+    table_schema,
+)
 
 __all__ = ["TimeLike", "connect", "read_files", "to_utc"]
 
 TimeLike = datetime | date | str | None
-
-_NULLABLE_INTS: Final = {
-    pa.int16(): pd.Int16Dtype(),
-    pa.int32(): pd.Int32Dtype(),
-    pa.int64(): pd.Int64Dtype(),
-}
 
 
 def to_utc(value: TimeLike, *, name: str) -> datetime | None:
@@ -56,12 +62,12 @@ def to_utc(value: TimeLike, *, name: str) -> datetime | None:
 
 def empty_frame(columns: Sequence[str]) -> pd.DataFrame:
     """A frame with no rows and the dtypes a read would give."""
-    return _to_pandas(arrow_schema().empty_table().select(list(columns)))
+    return _to_pandas(table_schema().empty_table().select(list(columns)))
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    frame: pd.DataFrame = table.to_pandas(types_mapper=_NULLABLE_INTS.get, maps_as_pydicts="strict")
-    return frame
+    # The live stream's conversion, so stored and live frames share their dtypes.
+    return frame_from_arrow(table)
 
 
 def check_columns(columns: Sequence[str] | None) -> list[str]:
@@ -73,9 +79,33 @@ def check_columns(columns: Sequence[str] | None) -> list[str]:
     return list(columns)
 
 
+def by_layout(
+    fs: pafs.FileSystem, files: list[str], known: dict[str, bool]
+) -> list[tuple[pa.Schema, list[str]]]:
+    """``files`` grouped by layout, each group with the schema to scan it with.
+
+    ``known`` caches each file's layout (files never change once named); a file not
+    in it has its footer read once.
+    """
+    current: list[str] = []
+    old: list[str] = []
+    for path in files:
+        found = known.get(path)
+        if found is None:
+            try:
+                found = is_current(pq.read_schema(path, filesystem=fs))
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise StoreError(f"cannot read the schema of {path!r}: {exc}") from exc
+            known[path] = found
+        (current if found else old).append(path)
+    groups = [(disk_schema(), current), (legacy_schema(), old)]
+    return [(schema, paths) for schema, paths in groups if paths]
+
+
 def read_files(
     fs: pafs.FileSystem,
     files: list[str],
+    known: dict[str, bool],
     *,
     start: datetime | None,
     end: datetime | None,
@@ -99,40 +129,54 @@ def read_files(
             condition &= pc.field(column).isin(pa.array(list(values), pa.string()))
     if not include_load:
         condition &= pc.field("run_id").is_null()
-    dataset = ds.dataset(files, schema=arrow_schema(), format="parquet", filesystem=fs)
     wanted = columns if "time" in columns else [*columns, "time"]
-    table = dataset.to_table(columns=wanted, filter=condition)
+    parts = []
+    for schema, paths in by_layout(fs, files, known):
+        dataset = ds.dataset(paths, schema=schema, format="parquet", filesystem=fs)
+        parts.append(from_disk(dataset.to_table(columns=wanted, filter=condition)))
+    table = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+    # Files keep rows clustered by series, not in time order: sort here.
     if table.num_rows > 1:
         table = table.take(pc.sort_indices(table, sort_keys=[("time", "ascending")]))
     return _to_pandas(table.select(columns))
 
 
-def connect(fs: pafs.FileSystem, files: list[str], *, local: bool) -> duckdb.DuckDBPyConnection:
+#: The ``*_ms`` columns as DOUBLE, whatever their type in the files.
+_AS_DOUBLE: Final = ", ".join(f'CAST("{name}" AS DOUBLE) AS "{name}"' for name in MS_COLUMNS)
+
+
+def connect(
+    fs: pafs.FileSystem, files: list[str], known: dict[str, bool], *, local: bool
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection (time zone UTC) with a view ``events`` over ``files``."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    if files and local:
-        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        scan = f"read_parquet([{listed}], hive_partitioning = true)"
-        con.execute(f"CREATE VIEW events AS SELECT * FROM {scan}")
-        return con
-    # Other filesystems (and the empty store) go through Arrow, which DuckDB scans
-    # with filter pushdown; the `date` column is rebuilt from the partition path.
-    schema = arrow_schema().append(pa.field("date", pa.date32()))
-    if files:
+    scans = []
+    for number, (schema, paths) in enumerate(by_layout(fs, files, known) if files else []):
+        if local:
+            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in paths)
+            scans.append(f"read_parquet([{listed}], hive_partitioning = true)")
+            continue
+        # Other filesystems go through Arrow, which DuckDB scans with filter
+        # pushdown; the `date` column is rebuilt from the partition path.
         partitioning = ds.partitioning(pa.schema([("date", pa.date32())]), flavor="hive")
-        data: Any = ds.dataset(
-            files,
-            schema=schema,
+        dataset = ds.dataset(
+            paths,
+            schema=schema.append(pa.field("date", pa.date32())),
             format="parquet",
             filesystem=fs,
             partitioning=partitioning,
-            partition_base_dir=_base(files),
+            partition_base_dir=_base(paths),
         )
-    else:
-        data = schema.empty_table()
-    con.register("events_arrow", data)
-    con.execute("CREATE VIEW events AS SELECT * FROM events_arrow")
+        con.register(f"events_{number}", dataset)
+        scans.append(f"events_{number}")
+    if not scans:
+        empty: Any = table_schema().append(pa.field("date", pa.date32())).empty_table()
+        con.register("events_empty", empty)
+        scans.append("events_empty")
+    # Each layout is scanned with its own types; both meet as DOUBLE milliseconds.
+    selects = [f"SELECT * REPLACE ({_AS_DOUBLE}) FROM {scan}" for scan in scans]
+    con.execute("CREATE VIEW events AS " + " UNION ALL BY NAME ".join(selects))
     return con
 
 

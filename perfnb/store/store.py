@@ -37,7 +37,7 @@ from perfnb.store.query import (
     summary_sql,
     to_utc,
 )
-from perfnb.store.rows import Rows
+from perfnb.store.rows import Encoder, Memory, decode
 from perfnb.store.wal import recover
 from perfnb.store.writer import StoreWriter
 
@@ -96,6 +96,8 @@ class Store:
             key = hashlib.sha256(f"{filesystem.type_name}:{self.root}".encode()).hexdigest()
             self.wal_dir = cache / "perfnb" / "wal" / key[:16]
         self._names = Names()
+        # Whether each data file seen has the current layout (files never change).
+        self._layouts: dict[str, bool] = {}
         self.fs.create_dir(self.events, recursive=True)
         self._tidy()
         #: Records this open recovered from append logs left by killed writers.
@@ -115,19 +117,31 @@ class Store:
         if isinstance(records, pd.DataFrame):
             table = table_from_frame(records)
         else:
-            rows = Rows()
+            encoder, log = Encoder(), Memory()
+            encoder.attach(log)
             for index, record in enumerate(records):
+                log.reserve()
                 try:
-                    rows.add(record)
+                    encoder.put(record, log)
                 except RecordError as exc:
                     raise RecordError(f"record {index}: {exc}") from None
-            table = rows.take()
+            table = decode(log)
         return self._write_days(table, self._names.next("a"))
 
-    def writer(self, *, flush_every: int = 50_000, flush_seconds: float = 1.0) -> StoreWriter:
-        """A buffered writer for high-rate sources; see :class:`StoreWriter`."""
+    def writer(
+        self, *, flush_every: int = 50_000, flush_seconds: float = 1.0, background: bool = True
+    ) -> StoreWriter:
+        """A buffered writer for high-rate sources; see :class:`StoreWriter`.
+
+        ``background=False`` writes Parquet on the appending thread instead of a
+        converter thread.
+        """
         return StoreWriter(
-            self._write_days, self.wal_dir, flush_every=flush_every, flush_seconds=flush_seconds
+            self._write_days,
+            self.wal_dir,
+            flush_every=flush_every,
+            flush_seconds=flush_seconds,
+            background=background,
         )
 
     def _write_days(self, table: pa.Table, name: str) -> int:
@@ -135,7 +149,9 @@ class Store:
         written = 0
         for day, part in split_by_day(table):
             directory = f"{self.events}/{day_dir(day)}"
-            if write_atomic(part, self.fs, directory, name, local=self.local) is not None:
+            path = write_atomic(part, self.fs, directory, name, local=self.local)
+            if path is not None:
+                self._layouts[path] = True
                 written += part.num_rows
         return written
 
@@ -186,7 +202,8 @@ class Store:
         Only the day partitions in range are opened. Load records (``run_id`` set)
         are left out unless ``include_load`` or ``run_ids`` asks for them.
         Categorical columns come back as pandas ``category``, integer columns as
-        nullable ``Int16``/``Int32``/``Int64``, ``time`` as ``datetime64[us, UTC]``.
+        nullable ``Int16``/``Int32``/``Int64``, ``time`` as ``datetime64[us, UTC]``,
+        the ``*_ms`` columns as ``float64`` (exact to the microsecond).
 
         >>> import tempfile
         >>> Store(tempfile.mkdtemp()).read("2026-01-01", "2026-01-02").shape[0]
@@ -203,6 +220,7 @@ class Store:
         return read_files(
             self.fs,
             self.files(first, last),
+            self._layouts,
             start=first,
             end=last,
             filters=filters,
@@ -214,6 +232,9 @@ class Store:
         self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
     ) -> pd.DataFrame:
         """Run DuckDB SQL over the view ``events`` (all detail, with a ``date`` column).
+
+        The ``*_ms`` columns are ``DOUBLE`` milliseconds in the view (``DECIMAL(18,3)``
+        in the files).
 
         >>> import tempfile
         >>> Store(tempfile.mkdtemp()).sql("SELECT count(*) AS n FROM events")["n"][0]
@@ -263,7 +284,7 @@ class Store:
         return self._query(summary_sql(daily=daily, where=where), params, self.files(first, last))
 
     def _query(self, query: str, params: Any, files: list[str]) -> pd.DataFrame:
-        con = connect(self.fs, files, local=self.local)
+        con = connect(self.fs, files, self._layouts, local=self.local)
         try:
             frame: pd.DataFrame = con.execute(query, params).df()
         except duckdb.Error as exc:
