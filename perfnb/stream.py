@@ -21,7 +21,7 @@ timestamp                   ``datetime64[us, UTC]``
 category                    ``category`` (string categories)
 string                      the default string dtype (``str``)
 int16 / int32 / int64       nullable ``Int16`` / ``Int32`` / ``Int64``
-float32 / float64           ``float32`` / ``float64`` (null is NaN)
+float32 / float64           ``float64`` (null is NaN; ``*_ms`` rounded to the µs)
 tags                        ``object``: a ``dict`` or ``None`` per row
 ==========================  ========================================
 

@@ -67,7 +67,7 @@ EXPECTED_DTYPES = {
     "kind": "category",
     "route": "category",
     "status": "Int16",
-    "duration_ms": "float32",
+    "duration_ms": "float64",
     "request_bytes": "Int64",
     "messages_in": "Int32",
     "value": "float64",

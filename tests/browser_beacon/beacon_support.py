@@ -32,16 +32,6 @@ from perfnb.schema import Record, Sink
 from perfnb.server import Monitor
 from perfnb.server.beaconjs import BeaconScript
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 PREFIX = "/api/performance-metrics"
 
 

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from beacon_support import CHROMIUM, CHROMIUM_ARGS, PageLog, Served, is_benign, serve_app
+from beacon_support import PageLog, Served, is_benign, serve_app
+from chromium import launch
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -27,12 +28,8 @@ def serve_demo() -> Callable[..., contextlib.AbstractContextManager[Served]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launch() as chromium:
+        yield chromium
 
 
 @pytest.fixture
