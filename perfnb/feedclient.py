@@ -27,12 +27,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from perfnb._closing import Closing
 from perfnb.errors import ConfigError, PerfnbError, RecordError
 from perfnb.eventstream import SSEEvent, SSEParser
 from perfnb.schema import Record, Sink, record_from_json
@@ -110,7 +110,7 @@ class _Fatal(Exception):
     pass
 
 
-class FeedConnection:
+class FeedConnection(Closing):
     """A feed followed from a background thread; see :func:`connect`.
 
     Counters (exact, readable any time): ``received`` records delivered,
@@ -250,17 +250,6 @@ class FeedConnection:
             self._changed.notify_all()
         if self._on_close is not None:
             self._on_close()
-
-    def __enter__(self) -> FeedConnection:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         c = self._counts

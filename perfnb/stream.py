@@ -52,13 +52,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from perfnb._closing import Closing
 from perfnb.errors import ConfigError, RecordError
 from perfnb.frames import frame_from_arrow
 from perfnb.schema import Record, arrow_schema, epoch_us, validate_record
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     import numpy.typing as npt
 
 __all__ = ["Stream", "Subscription", "frame_from_arrow"]
@@ -144,7 +143,7 @@ def _merge(older: _Chunk, newer: _Chunk) -> _Chunk:
     return _Chunk(older.first, table, np.concatenate([older.times, newer.times]))
 
 
-class Subscription:
+class Subscription(Closing):
     """One consumer of a :class:`Stream`: its queue, counters and off switch.
 
     ``delivered`` counts records handed to the callback (also when it raised),
@@ -207,17 +206,6 @@ class Subscription:
         """
         self._stream._unsubscribe(self, timeout)
 
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return (
@@ -237,7 +225,7 @@ class _Dispatcher:
         )
 
 
-class Stream:
+class Stream(Closing):
     """A bounded live buffer of records that turns into pandas frames and batches.
 
     ``push`` and ``extend`` are thread-safe, never wait for subscribers and can be
@@ -534,17 +522,6 @@ class Stream:
         deadline = time.monotonic() + timeout
         for sub in subs:
             sub.close(timeout=max(0.0, deadline - time.monotonic()))
-
-    def __enter__(self) -> Stream:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         stats = self.stats

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import perfnb
+import perfnb._closing
 import perfnb.cli
 import perfnb.schema
 from perfnb.errors import PerfnbError, RecordError
@@ -148,7 +149,7 @@ def test_wire_form_rejects_bad_time() -> None:
         record_from_json({"time": "yesterday", "source": "server", "kind": "http"})
 
 
-@pytest.mark.parametrize("module", [perfnb, perfnb.schema, perfnb.cli])
+@pytest.mark.parametrize("module", [perfnb, perfnb._closing, perfnb.schema, perfnb.cli])
 def test_docstring_examples_run(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert result.attempted > 0

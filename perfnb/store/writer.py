@@ -25,12 +25,12 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
+from perfnb._closing import Closing
 from perfnb.errors import RecordError, StoreError
 from perfnb.schema import Record
 from perfnb.store.frames import table_from_frame
@@ -138,7 +138,7 @@ class _Converter:
             thread.join()
 
 
-class StoreWriter:
+class StoreWriter(Closing):
     """A buffered, durable sink for one :class:`~perfnb.store.Store`; thread-safe.
 
     Made by :meth:`Store.writer`. ``append`` is a :data:`~perfnb.schema.Sink`.
@@ -354,14 +354,3 @@ class StoreWriter:
 
     def _refuse(self) -> None:
         raise StoreError("this StoreWriter is closed; make a new one with Store.writer()")
-
-    def __enter__(self) -> StoreWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
