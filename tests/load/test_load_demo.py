@@ -17,6 +17,7 @@ from perfnb.load import Limits, LoadRun, check_target
 from perfnb.load.command import main_load
 from perfnb.load.presets import PRESETS, build_preset
 from perfnb.schema import Record
+from perfnb.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -71,8 +72,9 @@ def demo(demo_url: str) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_every_preset_runs_against_the_demo_app(demo: str, name: str) -> None:
+def test_every_preset_runs_against_the_demo_app(demo: str, name: str, tmp_path: Path) -> None:
     target = check_target(demo)
+    store = Store(tmp_path / "store")
     records: list[Record] = []
     scenario, shape, _ = build_preset(
         name,
@@ -95,6 +97,7 @@ def test_every_preset_runs_against_the_demo_app(demo: str, name: str) -> None:
             run_id=f"test-{name}",
             workers=1,
             sink=records.append,
+            store=store,
             detail_rate=1e9,
         )
         .start()
@@ -108,6 +111,11 @@ def test_every_preset_runs_against_the_demo_app(demo: str, name: str) -> None:
     assert http
     assert all(r["run_id"] == f"test-{name}" and r["source"] == "load" for r in http)
     assert all("{" in r["route"] or r["route"].startswith("/api/") for r in http)
+    # the same records landed in the store, tagged, and stay out of the real picture
+    stored = Store(tmp_path / "store").read(include_load=True)
+    assert len(stored[stored["kind"] == "http"]) == len(http)
+    assert set(stored["run_id"].astype(str)) == {f"test-{name}"}
+    assert Store(tmp_path / "store").read().empty
 
 
 def test_error_rate_stop_fires_on_the_demo_fault(demo: str) -> None:
