@@ -141,7 +141,8 @@ def serve_app(*, beacon: bool = True, sink: Sink | None = None, **options: Any) 
 
     monitor = Monitor(service="demo", sink=keep)
     reported: list[dict[str, Any]] = []
-    app: Any = _Dispatch(create_app(monitor=monitor), _test_routes(reported))
+    # the test wraps the beacon itself (with its options), so the app comes without one
+    app: Any = _Dispatch(create_app(monitor=monitor, beacon=False), _test_routes(reported))
     wrapper = None
     if beacon:
         wrapper = app = BeaconScript(app, monitor=monitor, **options)
