@@ -6,22 +6,32 @@ an empty body, a ``send`` that drops the messages — so no server and no networ
 enter the figures. Contenders, each on its own copy of the app:
 
 * ``bare``        no middleware;
-* ``perfnb``      :class:`perfnb.server.PerfnbMiddleware`, full recording (ring
-  buffer, Server-Timing, process samples, overhead records, a sink);
+* ``perfnb``      :class:`perfnb.server.PerfnbMiddleware` as apps run it: every
+  request recorded into the monitor's ring (what the feed serves), Server-Timing
+  on every response, process samples and overhead records once a second;
+* ``perfnb+sink`` the same with an in-process sink, which takes every record as
+  a dict at once (a notebook's ``Stream.push``, say);
 * ``prometheus``  prometheus-fastapi-instrumentator, default metrics, own registry;
 * ``otel``        opentelemetry-instrumentation-asgi with an SDK ``MeterProvider``
   and an ``InMemoryMetricReader`` (metrics; tracing left at the no-op default).
 
-perfnb writes its records in batches, right after the event loop's current turn
-(or every 256 requests): the CPU time of every batch is counted, because each
-round is timed around ``run_until_complete``. Back-to-back requests batch up;
-the ``trivial*`` row yields to the loop after every request, so each record is
-written on its own — the cost at low load.
+The figure is the CPU time perfnb *adds*: each round visits the contenders in a
+shuffled order and runs, for each, a batch of requests next to a batch of the
+bare app (in random order), taking the CPU time of this thread for each batch
+(``thread_time``, so other processes on a shared machine do not count). The
+added cost is the median over rounds of (contender - bare) per request; ratios
+compare added costs with added costs. Once-a-second work (process samples,
+numbering the second's entries into the ring) falls into a few batches only and
+the median leaves it out, so it is measured on its own and printed per request.
 
-Rounds interleave the contenders in a shuffled order; each round runs a batch of
-requests per contender and takes the CPU time of the batch (``thread_time``). The
-added cost is the median over rounds of (contender - bare) per request, so drift
-on a shared machine hits both sides of each difference.
+Not in those figures, and printed apart: work done for a *reader*. Without a
+sink, perfnb keeps a compact entry per request and builds the record dict when
+the feed (or the snapshot, or the spool) first reads it; the cost of building and
+SSE-encoding a record for one feed consumer is measured on its own, as the
+metric readers' export is not counted for Prometheus and OpenTelemetry either.
+
+Also printed: bytecode instructions per request (``sys.settrace`` opcode events;
+C calls count as one), which do not depend on the machine's load.
 
     python -m benchmarks.bench_middleware           # or: python -m benchmarks middleware
     PERFNB_BENCH_SCALE=0.2 python -m benchmarks.bench_middleware   # quicker, noisier
@@ -33,8 +43,10 @@ import asyncio
 import os
 import random
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from types import FrameType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -85,6 +97,18 @@ def make_app(busy_iterations: int) -> Starlette:
     return Starlette(routes=[Route("/trivial", trivial), Route("/busy/{item_id}", busy)])
 
 
+def _keep_last() -> Callable[[object], None]:
+    """A sink that does the least a real one does (hold the record)."""
+    held: list[object] = []
+
+    def keep(record: object) -> None:
+        held.append(record)
+        if len(held) > 10_000:
+            held.clear()
+
+    return keep
+
+
 def contenders(busy_iterations: int) -> dict[str, ASGIApp]:
     """Each contender wraps its own copy of the app."""
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
@@ -93,16 +117,11 @@ def contenders(busy_iterations: int) -> dict[str, ASGIApp]:
     from prometheus_client import CollectorRegistry
     from prometheus_fastapi_instrumentator import Instrumentator
 
-    sink: list[object] = []
-
-    def keep_last(record: object) -> None:
-        # A sink that does the least a real one does (hold the record).
-        sink.append(record)
-        if len(sink) > 10_000:
-            sink.clear()
-
     apps: dict[str, ASGIApp] = {"bare": make_app(busy_iterations)}
-    apps["perfnb"] = PerfnbMiddleware(make_app(busy_iterations), service="bench", sink=keep_last)
+    apps["perfnb"] = PerfnbMiddleware(make_app(busy_iterations), service="bench")
+    apps["perfnb+sink"] = PerfnbMiddleware(
+        make_app(busy_iterations), service="bench", sink=_keep_last()
+    )
     prom_app = make_app(busy_iterations)
     Instrumentator(registry=CollectorRegistry()).instrument(prom_app)
     apps["prometheus"] = prom_app
@@ -148,109 +167,257 @@ async def _send(message: Message) -> None:
     return None
 
 
-async def run_batch(app: ASGIApp, path: str, n: int, *, turn: bool = False) -> None:
-    """``n`` sequential requests to ``path``; with ``turn``, yield to the loop after each."""
+async def run_batch(app: ASGIApp, path: str, n: int) -> None:
+    """``n`` sequential requests to ``path``."""
     template = scope_for(path)
     for _ in range(n):
         scope = dict(template)
         scope["headers"] = list(HEADERS)
         await app(scope, _receive, _send)
-        if turn:
-            await asyncio.sleep(0)
 
 
-def timed_batch(
-    loop: asyncio.AbstractEventLoop, app: ASGIApp, path: str, n: int, *, turn: bool = False
-) -> float:
-    """CPU ns per request, including work the middleware left to the loop (record batches)."""
+def timed_batch(loop: asyncio.AbstractEventLoop, app: ASGIApp, path: str, n: int) -> float:
+    """CPU ns of this thread per request (anything the middleware left to the loop included)."""
     start = time.thread_time_ns()
-    loop.run_until_complete(run_batch(app, path, n, turn=turn))
+    loop.run_until_complete(run_batch(app, path, n))
     return (time.thread_time_ns() - start) / n
 
 
 def measure(
-    apps: dict[str, ASGIApp], path: str, *, rounds: int, batch: int, turn: bool = False
-) -> dict[str, list[float]]:
-    """Per contender, the ns-per-request of each round (rounds interleaved, shuffled)."""
+    apps: dict[str, ASGIApp], path: str, *, rounds: int, batch: int
+) -> tuple[list[float], dict[str, list[float]]]:
+    """ns per request of ``bare`` batches, and per contender (contender - bare) of each pair.
+
+    Every round visits the contenders in a shuffled order; each contender's
+    batch is paired with a ``bare`` batch run right before or after it (the
+    order is random), so the two sides of a difference see the same load.
+    """
     loop = asyncio.new_event_loop()
     try:
-        names = list(apps)
-        for name in names:  # warm up caches, routes, first samples
-            timed_batch(loop, apps[name], path, max(20, batch // 5), turn=turn)
-        out: dict[str, list[float]] = {name: [] for name in names}
+        for app in apps.values():  # warm up caches, routes, first samples
+            timed_batch(loop, app, path, max(20, batch // 5))
+        names = [name for name in apps if name != "bare"]
+        bare: list[float] = []
+        diffs: dict[str, list[float]] = {name: [] for name in names}
         for _ in range(rounds):
             random.shuffle(names)
             for name in names:
-                out[name].append(timed_batch(loop, apps[name], path, batch, turn=turn))
-        return out
+                if random.random() < 0.5:
+                    base = timed_batch(loop, apps["bare"], path, batch)
+                    other = timed_batch(loop, apps[name], path, batch)
+                else:
+                    other = timed_batch(loop, apps[name], path, batch)
+                    base = timed_batch(loop, apps["bare"], path, batch)
+                bare.append(base)
+                diffs[name].append(other - base)
+        return bare, diffs
     finally:
         loop.close()
 
 
-def added_us(per_round: dict[str, list[float]], name: str) -> float:
-    """Median over rounds of (contender - bare), in µs per request."""
-    pairs = zip(per_round[name], per_round["bare"], strict=True)
-    return statistics.median(a - b for a, b in pairs) / 1000.0
+def added_us(diffs: list[float]) -> float:
+    """Median over pairs of (contender - bare), in µs per request."""
+    return statistics.median(diffs) / 1000.0
+
+
+def spread_us(diffs: list[float]) -> float:
+    """Half the interquartile range of (contender - bare) over pairs, in µs (noise)."""
+    q1, _, q3 = statistics.quantiles(diffs, n=4)
+    return (q3 - q1) / 2000.0
+
+
+def instructions(apps: dict[str, ASGIApp], path: str, n: int = 200) -> dict[str, float]:
+    """Bytecode instructions per request of each contender (deterministic, load-free)."""
+    loop = asyncio.new_event_loop()
+    out: dict[str, float] = {}
+    try:
+        for name, app in apps.items():
+            loop.run_until_complete(run_batch(app, path, 20))
+            count = 0
+
+            def local(frame: FrameType, event: str, arg: object) -> Any:
+                nonlocal count
+                if event == "opcode":
+                    count += 1
+                return local
+
+            def start(frame: FrameType, event: str, arg: object) -> Any:
+                frame.f_trace_opcodes = True
+                return local
+
+            sys.settrace(start)
+            try:
+                loop.run_until_complete(run_batch(app, path, n))
+            finally:
+                sys.settrace(None)
+            out[name] = count / n
+    finally:
+        loop.close()
+    return out
+
+
+def reader_cost(requests: int = 5000) -> tuple[float, float]:
+    """µs per record for one feed consumer: (building the dict, SSE-encoding it).
+
+    The requests go through perfnb without a sink; a feed cursor then reads them
+    all (records built and encoded), and a second cursor reads the same records
+    again (built already: encoding only).
+    """
+    from perfnb.server.sse import Cursor
+
+    app = PerfnbMiddleware(make_app(1), service="bench")
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(run_batch(app, "/trivial", requests))
+    finally:
+        loop.close()
+    monitor = app.monitor
+    count = monitor.last_seq
+
+    def read_all() -> int:
+        cursor = Cursor(monitor, last_event_id=None, since="oldest")
+        start = time.thread_time_ns()
+        while cursor.pull():
+            pass
+        return time.thread_time_ns() - start
+
+    first = read_all()
+    again = read_all()
+    return (first - again) / count / 1000.0, again / count / 1000.0
 
 
 def _mark(ok: bool) -> str:
     return "yes" if ok else "NO"
 
 
+def tick_cost(per_request_us: float) -> tuple[int, float]:
+    """(requests per CPU-second, µs per request) of perfnb's once-a-second work.
+
+    One second's worth of requests at ``per_request_us`` goes through perfnb,
+    then one tick is timed: process samples, the overhead record, and
+    numbering the second's entries into a full ring (freeing the ones they
+    replace). The median of the rounds above leaves this work out.
+    """
+    rate = int(1e6 / max(per_request_us, 1.0))
+    app = PerfnbMiddleware(make_app(1), service="bench")
+    loop = asyncio.new_event_loop()
+    rec = app.recorder
+    costs: list[int] = []
+    try:
+        for _ in range(3):
+            loop.run_until_complete(run_batch(app, "/trivial", rate))
+            rec.sampler.next_ns = 0  # a sample is due, as it is once a second
+            start = time.thread_time_ns()
+            rec.tick(time.perf_counter_ns())
+            costs.append(time.thread_time_ns() - start)
+            loop.run_until_complete(asyncio.sleep(0))  # the loop-lag probe
+    finally:
+        loop.close()
+    return rate, statistics.median(costs[1:]) / 1000.0 / rate
+
+
+def _load() -> str:
+    return ", ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def main() -> None:
+    print(f"load average at start (1, 5, 15 min): {_load()} on {os.cpu_count()} CPUs")
     busy_iterations = calibrate_busy()
     apps = contenders(busy_iterations)
-    rounds = max(5, int(15 * SCALE))
+    rounds = max(5, int(25 * SCALE))
+    # The 1 ms route's batches vary by a few % from one to the next on a shared
+    # machine, which is several µs per request: more, smaller pairs there.
+    busy_rounds = max(5, int(49 * SCALE))
+    names = [name for name in apps if name != "bare"]
     results: dict[str, dict[str, float]] = {}
+    spreads: dict[str, dict[str, float]] = {}
     bare_us: dict[str, float] = {}
-    for label, path, batch, turn in (
-        ("trivial", "/trivial", max(200, int(2000 * SCALE)), False),
-        ("1 ms", "/busy/42", max(50, int(200 * SCALE)), False),
-        ("trivial*", "/trivial", max(200, int(800 * SCALE)), True),
+    for label, path, batch, n_rounds in (
+        ("trivial", "/trivial", max(200, int(1000 * SCALE)), rounds),
+        ("1 ms", "/busy/42", max(10, int(20 * SCALE)), busy_rounds),
     ):
-        per_round = measure(apps, path, rounds=rounds, batch=batch, turn=turn)
-        bare_us[label] = statistics.median(per_round["bare"]) / 1000.0
-        results[label] = {name: added_us(per_round, name) for name in apps if name != "bare"}
+        bare, diffs = measure(apps, path, rounds=n_rounds, batch=batch)
+        bare_us[label] = statistics.median(bare) / 1000.0
+        results[label] = {name: added_us(diffs[name]) for name in names}
+        spreads[label] = {name: spread_us(diffs[name]) for name in names}
+    counted = instructions(apps, "/trivial")
+    build_us, encode_us = reader_cost()
+    rate, per_second_us = tick_cost(bare_us["trivial"] + results["trivial"]["perfnb"])
 
-    print(f"CPU µs per request, median of {rounds} interleaved rounds (in-process ASGI)")
-    print("trivial*: the loop turns after every request, so perfnb writes each record alone")
-    print(f"{'route':<9}{'bare':>9}{'+perfnb':>10}{'+prometheus':>13}{'+otel':>9}")
+    print(f"CPU µs per request (thread time, in-process ASGI), median of {rounds} rounds")
+    print(f"({busy_rounds} for 1 ms) of adjacent (contender, bare) pairs: bare, then what")
+    print("each middleware adds (± half the interquartile range of the pairs)")
+    print(f"{'route':<9}{'bare':>9}" + "".join(f"{'+' + n:>16}" for n in names))
     for label, added in results.items():
-        print(
-            f"{label:<9}{bare_us[label]:>9.1f}{added['perfnb']:>10.2f}"
-            f"{added['prometheus']:>13.1f}{added['otel']:>9.1f}"
+        cells = "".join(
+            f"{added[n]:>10.2f} ±{spreads[label][n]:<4.1f}"
+            if n.startswith("perfnb")
+            else f"{added[n]:>10.1f} ±{spreads[label][n]:<4.0f}"
+            for n in names
         )
-    trivial = results["trivial"]
-    perfnb_us = max(trivial["perfnb"], 0.01)
-    busy_pct = 100.0 * results["1 ms"]["perfnb"] / bare_us["1 ms"]
-    vs_prom = trivial["prometheus"] / perfnb_us
-    vs_otel = trivial["otel"] / perfnb_us
+        print(f"{label:<9}{bare_us[label]:>9.1f}{cells}")
     print()
-    print(f"{'target':<44}{'measured':>12}  met")
-    rows = [
-        (
-            f"perfnb added, trivial route ≤ {TARGET_ADDED_US:g} µs",
-            f"{trivial['perfnb']:.2f} µs",
-            trivial["perfnb"] <= TARGET_ADDED_US,
-        ),
-        (
-            f"perfnb added, 1 ms route ≤ {TARGET_BUSY_PCT:g} %",
-            f"{busy_pct:.2f} %",
-            busy_pct <= TARGET_BUSY_PCT,
-        ),
-        (
-            f"cheaper than Prometheus ≥ {TARGET_VS_PROMETHEUS:g}×",
-            f"{vs_prom:.1f}×",
-            vs_prom >= TARGET_VS_PROMETHEUS,
-        ),
-        (
-            f"cheaper than OpenTelemetry ≥ {TARGET_VS_OTEL:g}×",
-            f"{vs_otel:.1f}×",
-            vs_otel >= TARGET_VS_OTEL,
-        ),
-    ]
-    for text, value, ok in rows:
-        print(f"{text:<44}{value:>12}  {_mark(ok)}")
+    print("added cost, ratio to perfnb's      prometheus       otel")
+    for label, added in results.items():
+        for name in ("perfnb", "perfnb+sink"):
+            mine = max(added[name], 0.01)
+            print(
+                f"  {label:<8} {name:<22}{added['prometheus'] / mine:>10.1f}×"
+                f"{added['otel'] / mine:>10.1f}×"
+            )
+    print()
+    print("bytecode instructions per request, trivial route (deterministic):")
+    print(
+        f"  bare {counted['bare']:.0f}; added: "
+        + ", ".join(f"{n} {counted[n] - counted['bare']:.0f}" for n in names)
+    )
+    print(
+        f"once-a-second work at {rate:,} requests per CPU-second: {per_second_us:.2f} µs "
+        "per request (not in the medians above)"
+    )
+    print(
+        f"work for a feed reader, per record (not in the figures above): "
+        f"building the dict {build_us:.2f} µs, SSE encoding {encode_us:.2f} µs"
+    )
+    print()
+    print(f"{'target':<44}{'perfnb':>12}{'perfnb+sink':>14}  met")
+    trivial = results["trivial"]
+    rows: list[tuple[str, str, dict[str, float], bool]] = []
+    for name in ("perfnb", "perfnb+sink"):
+        mine = max(trivial[name], 0.01)
+        busy_pct = 100.0 * results["1 ms"][name] / bare_us["1 ms"]
+        rows += [
+            (
+                f"added, trivial route ≤ {TARGET_ADDED_US:g} µs",
+                "{:.2f} µs",
+                {name: mine},
+                mine <= TARGET_ADDED_US,
+            ),
+            (
+                f"added, 1 ms route ≤ {TARGET_BUSY_PCT:g} %",
+                "{:.2f} %",
+                {name: busy_pct},
+                busy_pct <= TARGET_BUSY_PCT,
+            ),
+            (
+                f"cheaper than Prometheus ≥ {TARGET_VS_PROMETHEUS:g}×",
+                "{:.1f}×",
+                {name: trivial["prometheus"] / mine},
+                trivial["prometheus"] / mine >= TARGET_VS_PROMETHEUS,
+            ),
+            (
+                f"cheaper than OpenTelemetry ≥ {TARGET_VS_OTEL:g}×",
+                "{:.1f}×",
+                {name: trivial["otel"] / mine},
+                trivial["otel"] / mine >= TARGET_VS_OTEL,
+            ),
+        ]
+    half = len(rows) // 2
+    for (text, fmt, a, ok_a), (_, _, b, ok_b) in zip(rows[:half], rows[half:], strict=True):
+        shown_a = fmt.format(a["perfnb"])
+        shown_b = fmt.format(b["perfnb+sink"])
+        print(f"{text:<44}{shown_a:>12}{shown_b:>14}  {_mark(ok_a)} / {_mark(ok_b)}")
+    print(f"load average at end: {_load()}")
 
 
 if __name__ == "__main__":

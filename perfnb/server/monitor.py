@@ -7,8 +7,11 @@ endpoints under its prefix (the feed, the snapshot, control and the beacon
 intake; see :mod:`perfnb.server.feed`).
 
 :meth:`Monitor.record` is on every request's path, so it does the least it can:
-a few attribute reads, an append under a lock, the sink call, and a wake-up of
-waiting feed streams only when one is waiting.
+a few attribute reads, a lock-free append to the ring's intake (numbered when
+the next reader comes, see :mod:`perfnb.server.buffer`), the sink call, and a
+wake-up of waiting feed streams only when one is waiting. The middleware goes
+one step further with :meth:`Monitor.take`: it hands over a compact tuple that
+becomes a record dict only when the feed, the snapshot or the spool reads it.
 
 >>> from datetime import datetime, timezone
 >>> monitor = Monitor(service="shop", token="t")
@@ -31,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -166,7 +170,7 @@ class Monitor:
         self.limits = limits or FeedLimits()
         self.beacon_limits = beacon_limits or _beacon.BeaconLimits()
         self.auth = Authoriser(token=token, environ=environ)
-        self.buffer: RingBuffer[Record] = RingBuffer(buffer_size)
+        self.buffer: RingBuffer[Record] = RingBuffer(buffer_size, realise=self._realise)
         self.boot = secrets.token_hex(6)
         self.spool = Path(spool) if spool is not None else None
         self._sink = sink
@@ -175,6 +179,11 @@ class Monitor:
         self._enabled = True
         self._kinds: frozenset[str] | None = None
         self._sample = 1.0
+        # True while everything is recorded and nothing needs a record dict at
+        # once (no sink): the middleware then puts its compact entries straight
+        # into the ring. Kept in step with the control state by configure().
+        self.direct = sink is None
+        self._builders: list[Callable[[tuple[Any, ...]], Record]] = []
         self._waiters: set[Waiter] = set()
         self._closed = False
         self._pages = _beacon.PageNames(limit=self.beacon_limits.pages)
@@ -195,6 +204,7 @@ class Monitor:
                 "unauthorised",
                 "streams_served",
                 "spool_restored",
+                "internal_errors",
             ),
             0,
         )
@@ -233,7 +243,7 @@ class Monitor:
         ):
             self._skipped_sample += 1
             return
-        self.buffer.append(rec)
+        self.buffer.put(rec)
         sink = self._sink
         if sink is not None:
             try:
@@ -241,8 +251,71 @@ class Monitor:
             except Exception:  # a failing sink must not fail the app's request
                 self._count("sink_errors")
         if self._waiters:
-            for waiter in tuple(self._waiters):
-                waiter.wake()
+            self.wake()
+
+    def add_builder(self, build: Callable[[tuple[Any, ...]], Record]) -> int:
+        """Register how to build records from compact entries; returns the key to use.
+
+        An entry for :meth:`take` is a tuple whose first item is that key (a
+        small int, so the tuple holds no object the garbage collector must
+        follow). ``build(entry)`` must not raise.
+        """
+        self._builders.append(build)
+        return len(self._builders) - 1
+
+    def take(self, entry: tuple[Any, ...], kind: str) -> None:
+        """Record a compact entry of ``kind`` (see :meth:`add_builder`).
+
+        The record is built when something reads it (or at once for the sink),
+        not here. Control is applied as in :meth:`record`; never raises. While
+        :attr:`direct` is true the middleware may skip this call and put the
+        entry into the ring itself (``buffer.put(entry)``, then :meth:`wake`
+        when streams wait).
+        """
+        if not self._enabled:
+            self._skipped_disabled += 1
+            return
+        kinds = self._kinds
+        if kinds is not None and kind not in kinds:
+            self._skipped_kind += 1
+            return
+        if self._sample < 1.0 and self._random() >= self._sample and kind not in UNSAMPLED_KINDS:
+            self._skipped_sample += 1
+            return
+        sink = self._sink
+        if sink is None:
+            self.buffer.put(entry)
+        else:
+            rec: Record = self._builders[entry[0]](entry)  # builders never raise
+            self.buffer.put(rec)
+            try:
+                sink(rec)
+            except Exception:  # a failing sink must not fail the app's request
+                self._count("sink_errors")
+        if self._waiters:
+            self.wake()
+
+    def wake(self) -> None:
+        """Wake the feed streams waiting for records."""
+        for waiter in tuple(self._waiters):
+            waiter.wake()
+
+    def _realise(self, entry: tuple[Any, ...]) -> Record:
+        try:
+            rec: Record = self._builders[entry[0]](entry)
+        except Exception:
+            # A builder that fails must not break the feed or lose the number:
+            # the entry becomes a record that says so.
+            log.error("perfnb: a buffered entry could not be built", exc_info=True)
+            self._count("internal_errors")
+            rec = {
+                "time": datetime.now(UTC),
+                "source": "perfnb",
+                "kind": "overhead",
+                "service": self.service,
+                "error_type": "PerfnbInternalError",
+            }
+        return rec
 
     def record_many(self, records: Iterable[Record]) -> None:
         """:meth:`record` each of ``records``."""
@@ -331,6 +404,9 @@ class Monitor:
             self._kinds = new_kinds
             if sample is not None:
                 self._sample = float(sample)
+            self.direct = (
+                self._enabled and self._kinds is None and self._sample >= 1.0 and self._sink is None
+            )
 
     def state(self) -> dict[str, object]:
         """The document answered by ``GET <prefix>/control``."""

@@ -156,22 +156,24 @@ class Recorder:
         self.clients: dict[str, str] = {}
         self._lock = threading.Lock()
         self.tick_ns = 0
-        # The cost of the last response-start handling, shown in the next
-        # response's perfnb;dur (this one's is not known until it is written).
-        self.start_ns = 0
-        # perfnb's own cost since the last tick, for the overhead record: in-line
-        # work of the requests that measured it, and the batches writing records.
+        #: Requests seen since start (the ASGI middleware measures its own cost
+        #: on every 16th), and at the last tick.
+        self.seen = 0
+        self._seen_at_tick = 0
+        # perfnb's own cost since the last tick, for the overhead record: the
+        # in-line work of the requests that measured it.
         self.own_ns = 0
         self.own_count = 0
-        self.batch_ns = 0
-        self.batch_count = 0
-        #: Mean cost per request over the last window, for Server-Timing ``perfnb``.
+        #: Mean cost per request over the last window with a measured request,
+        #: for Server-Timing ``perfnb``.
         self.own_ns_mean = 0
-        self.own_ms = 0.0
-        # Wall-clock time of a perf_counter reading, refreshed every tick, so a
-        # request's start time is derived from its perf_counter stamp.
-        self.anchor_ns = perf_counter_ns()
-        self.anchor_time = datetime.now(UTC)
+        #: The common Server-Timing values (no spans, no DB) by handler time in
+        #: whole µs: formatting two floats costs more than the rest of writing
+        #: the header. Emptied when perfnb's own figure changes (once a second).
+        self.timing_values: dict[int, bytes] = {}
+        #: (perf_counter_ns reading, the wall-clock time then), refreshed every
+        #: tick, so a request's start time is derived from its perf_counter stamp.
+        self.anchor: tuple[int, datetime] = (perf_counter_ns(), datetime.now(UTC))
         self.counters: dict[str, int] = {"bad_run_id": 0, "internal_errors": 0}
 
     # -- request inputs --------------------------------------------------------------
@@ -235,27 +237,40 @@ class Recorder:
         try:
             monitor = self.monitor
             record = monitor.record
-            now = self.anchor_time = datetime.now(UTC)
-            self.anchor_ns = perf_counter_ns()
+            now = datetime.now(UTC)
+            self.anchor = (perf_counter_ns(), now)
+            # Entries put without a lock wait in the ring's intake until a reader
+            # numbers them; with no reader, this keeps that wait under a second.
+            monitor.buffer.drain()
             if monitor.wants("process"):
                 self.sampler.maybe_sample(now, record)
                 self.sampler.probe_loop(record)
-            if self.own_count or self.batch_count:
-                mean = self.own_ns // max(self.own_count, 1)
-                mean += self.batch_ns // max(self.batch_count, 1)
-                requests = max(self.own_count, self.batch_count)
-                self.own_ns = self.own_count = self.batch_ns = self.batch_count = 0
-                self.own_ns_mean = mean
-                self.own_ms = mean / 1e6
-                if monitor.wants("overhead"):
-                    record(self.overhead_record(now, mean, requests))
+            seen = self.seen
+            requests = seen - self._seen_at_tick
+            self._seen_at_tick = seen
+            if self.own_count:
+                self.own_ns_mean = self.own_ns // self.own_count
+                self.own_ns = self.own_count = 0
+                self.timing_values.clear()
+            if requests and self.own_ns_mean and monitor.wants("overhead"):
+                record(self.overhead_record(now, self.own_ns_mean, requests))
         except Exception:
             self.internal_error()
+
+    def timing_value_of(self, app_us: int) -> bytes:
+        """The common Server-Timing value for ``app_us`` µs of handler time (cached)."""
+        cache = self.timing_values
+        value = FAST_TIMING % (app_us / 1000.0, self.own_ns_mean / 1e6)
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[app_us] = value
+        return value
 
     def overhead_record(self, now: datetime, mean_ns: int, count: int) -> Record:
         """The ``kind="overhead"`` record: mean µs the middleware added per request.
 
-        ``count`` is the number of requests the window saw (or measured).
+        ``count`` is the number of requests the window saw; ``mean_ns`` is the
+        mean over the requests that measured it (the latest window that had one).
         """
         return {
             "time": now,
@@ -269,7 +284,8 @@ class Recorder:
         }
 
     def add_own(self, own_ns: int) -> None:
-        """Account the middleware's own cost of one request."""
+        """Account one request that measured the middleware's own cost."""
+        self.seen += 1
         self.own_ns += own_ns
         self.own_count += 1
 

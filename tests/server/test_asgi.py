@@ -424,3 +424,31 @@ def test_server_package_imports_neither_pandas_nor_pyarrow() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == ""
+
+
+def test_records_built_when_read_match_those_given_to_a_sink() -> None:
+    with_sink, records = middleware()
+    ring_only = PerfnbMiddleware(make_app(), service="shop")
+    assert ring_only.monitor.direct
+
+    async def run(app: PerfnbMiddleware) -> None:
+        await fetch(app, "GET", "/cards/5", headers={"X-Perfnb-Run": "run-1"})
+        await fetch(app, "GET", "/chunks")
+        await fetch(app, "GET", "/boom")
+        await fetch(app, "POST", "/upload", content=b"x" * 10)
+        await fetch(app, "GET", "/nowhere")
+
+    asyncio.run(run(with_sink))
+    asyncio.run(run(ring_only))
+    volatile = {"time", "duration_ms", "ttfb_ms", "client"}
+
+    def stable(recs: list[Record]) -> list[dict[str, object]]:
+        return [{k: v for k, v in r.items() if k not in volatile} for r in http_records(recs)]
+
+    built = ring_only.monitor.buffer.latest(100)
+    for rec in http_records(built):
+        validate_record(rec)
+    assert stable(built) == stable(records)
+    # the same columns in the same order, so the wire form is the same too
+    assert [list(r) for r in http_records(built)] == [list(r) for r in http_records(records)]
+    assert [r["kind"] for r in http_records(built)] == ["http", "stream", "http", "http", "http"]

@@ -256,3 +256,62 @@ def test_state_document_lists_control_and_counters() -> None:
     assert isinstance(counters, dict)
     assert counters["recorded"] == 1
     assert counters["buffered"] == 1
+
+
+def _entry_monitor(**options: object) -> tuple[Monitor, int]:
+    monitor = Monitor(**options)  # type: ignore[arg-type]
+
+    def build(entry: tuple[object, ...]) -> Record:
+        return http_record(route=str(entry[1]))
+
+    return monitor, monitor.add_builder(build)
+
+
+def test_compact_entries_become_records_when_read() -> None:
+    monitor, key = _entry_monitor()
+    assert monitor.direct
+    monitor.take((key, "/a"), "http")
+    monitor.buffer.put((key, "/b"))  # what the middleware does while direct
+    assert monitor.last_seq == 2
+    assert [r["route"] for r in monitor.buffer.latest(5)] == ["/a", "/b"]
+
+
+def test_compact_entries_follow_the_control_state_exactly() -> None:
+    monitor, key = _entry_monitor()
+    monitor.configure(kinds=["stream"])
+    assert not monitor.direct
+    monitor.take((key, "/a"), "http")
+    monitor.take((key, "/b"), "stream")
+    monitor.configure(kinds=None, enabled=False)
+    monitor.take((key, "/c"), "http")
+    monitor.configure(enabled=True, sample=0.0)
+    monitor.take((key, "/d"), "http")
+    counted = monitor.counters
+    assert (counted["skipped_kind"], counted["skipped_disabled"]) == (1, 1)
+    assert counted["skipped_sample"] == 1
+    assert [r["route"] for r in monitor.buffer.latest(5)] == ["/b"]
+    monitor.configure(sample=1.0)
+    assert monitor.direct
+
+
+def test_compact_entries_reach_the_sink_as_records_at_once() -> None:
+    seen: list[Record] = []
+    monitor, key = _entry_monitor(sink=seen.append)
+    assert not monitor.direct
+    monitor.take((key, "/a"), "http")
+    assert [r["route"] for r in seen] == ["/a"]
+    assert monitor.buffer.latest(1) == seen
+
+
+def test_a_failing_builder_leaves_a_record_that_says_so() -> None:
+    monitor = Monitor()
+
+    def broken(entry: tuple[object, ...]) -> Record:
+        raise ValueError("bad entry")
+
+    key = monitor.add_builder(broken)
+    monitor.take((key,), "http")
+    (rec,) = monitor.buffer.latest(1)
+    assert rec["error_type"] == "PerfnbInternalError"
+    assert monitor.counters["internal_errors"] == 1
+    assert monitor.last_seq == 1

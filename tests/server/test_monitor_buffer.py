@@ -121,3 +121,67 @@ def test_concurrent_appends_get_distinct_consecutive_numbers() -> None:
         t.join()
     flat = sorted(n for part in numbers for n in part)
     assert flat == list(range(1, 20_001))
+
+
+def test_put_items_are_numbered_by_the_next_reader() -> None:
+    ring: RingBuffer[int] = RingBuffer(3)
+    ring.append(1)
+    for i in range(2, 7):
+        ring.put(i)
+    assert ring.last == 6
+    read = ring.read(after=0, limit=10)
+    assert (read.missed_first, read.missed_last) == (1, 3)
+    assert read.items == [4, 5, 6]
+    assert ring.append(7) == 7
+
+
+def test_concurrent_puts_and_reads_stay_gap_free() -> None:
+    ring: RingBuffer[tuple[int, int]] = RingBuffer(1_000)
+    seen: list[tuple[int, int]] = []
+    done = threading.Event()
+
+    def work(slot: int) -> None:
+        for i in range(5_000):
+            ring.put((slot, i))
+
+    def reader() -> None:
+        after = 0
+        while True:
+            finished = done.is_set()
+            read = ring.read(after=after, limit=300)
+            assert read.first == (read.missed_last or after) + 1
+            seen.extend(read.items)
+            after = read.last
+            if finished and not read.items:
+                return
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    watcher.join()
+    assert ring.last == 20_000
+    for slot in range(4):  # each producer's items arrive in its order
+        mine = [i for s, i in seen if s == slot]
+        assert mine == sorted(mine)
+
+
+def test_compact_items_are_realised_once_when_read() -> None:
+    built: list[tuple[str, int]] = []
+
+    def realise(item: tuple[str, int]) -> str:
+        built.append(item)
+        return f"{item[0]}{item[1]}"
+
+    ring: RingBuffer[str] = RingBuffer(4, realise=realise)
+    ring.put(("a", 1))
+    ring.append("plain")
+    ring.put(("b", 2))
+    assert ring.latest(10) == ["a1", "plain", "b2"]
+    assert ring.read(after=0, limit=10).items == ["a1", "plain", "b2"]
+    assert ring.dump() == (1, ["a1", "plain", "b2"])
+    assert built == [("a", 1), ("b", 2)]
