@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
 
 __all__ = ["Closing"]
 
 
-class Closing:
+class Closing(ABC):
     """Gives a class with a ``close()`` method the ``with`` statement.
 
     >>> class Tap(Closing):
@@ -19,8 +20,9 @@ class Closing:
     closed
     """
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release what the object holds; closing twice does nothing."""
 
     def __enter__(self) -> Self:
         return self

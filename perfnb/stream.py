@@ -44,7 +44,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, cast
 
@@ -53,19 +52,18 @@ import pandas as pd
 import pyarrow as pa
 
 from perfnb._closing import Closing
+from perfnb.chunks import Chunk, merge, to_table
 from perfnb.errors import ConfigError, RecordError
 from perfnb.frames import frame_from_arrow
 from perfnb.schema import Record, arrow_schema, epoch_us, validate_record
+from perfnb.subscription import Callback, Dispatcher, Subscription
 
 if TYPE_CHECKING:
-    import numpy.typing as npt
+    pass
 
 __all__ = ["Stream", "Subscription", "frame_from_arrow"]
 
 _log = logging.getLogger(__name__)
-
-#: What a subscriber is given: a batch of records, oldest first.
-Callback = Callable[[list[Record]], None]
 
 
 def _check_positive(name: str, value: object, *, integer: bool = False) -> None:
@@ -74,155 +72,6 @@ def _check_positive(name: str, value: object, *, integer: bool = False) -> None:
         raise ConfigError(f"{name}: got {value!r}; expected {kind} > 0")
     if not 0 < value < math.inf:
         raise ConfigError(f"{name}: got {value!r}; expected {kind} > 0")
-
-
-@dataclass(slots=True)
-class _Chunk:
-    """Records already converted to Arrow: seq numbers ``first .. first + len - 1``."""
-
-    first: int
-    table: pa.Table
-    times: npt.NDArray[np.int64]
-
-    @property
-    def end(self) -> int:
-        return self.first + len(self.times)
-
-    def drop_before(self, seq: int) -> _Chunk:
-        skip = seq - self.first
-        if skip <= 0:
-            return self
-        return _Chunk(seq, self.table.slice(skip), self.times[skip:])
-
-
-def _to_table(records: list[Record], times: list[int], schema: pa.Schema) -> pa.Table:
-    """Records as a table of ``schema``; ``times`` are their ``time`` in epoch µs."""
-    stamps = pa.array(np.asarray(times, dtype=np.int64)).cast(schema.field("time").type)
-    # Columns no record has are all null: one C pass over the keys finds them, and
-    # each absent column then costs nothing per record.
-    present = set().union(*records)
-    names = [f.name for f in schema if f.name in present and f.name not in ("time", "tags")]
-    columns: dict[str, pa.Array] = {}
-    if names and set(map(type, records)) == {dict}:
-        # One pass in C over the dicts for every present column at once, plain
-        # strings first; they are dictionary-encoded as whole columns below.
-        struct = pa.struct([pa.field(n, _plain(schema.field(n).type)) for n in names])
-        whole = pa.array(records, type=struct)
-        columns = dict(zip(names, whole.flatten(), strict=True))
-    else:
-        # Other mappings (producers with validate=False): one pass per column.
-        for name in names:
-            columns[name] = pa.array(
-                [r.get(name) for r in records], type=_plain(schema.field(name).type)
-            )
-    if "tags" in present:
-        field = schema.field("tags")
-        columns["tags"] = pa.array([r.get("tags") for r in records], type=field.type)
-    arrays = []
-    for field in schema:
-        name = field.name
-        if name == "time":
-            arrays.append(stamps)
-            continue
-        array = columns.get(name)
-        if array is None:
-            arrays.append(pa.nulls(len(records), field.type))
-        elif pa.types.is_dictionary(field.type):
-            arrays.append(array.dictionary_encode())
-        else:
-            arrays.append(array)
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _plain(kind: pa.DataType) -> pa.DataType:
-    return pa.string() if pa.types.is_dictionary(kind) else kind
-
-
-def _merge(older: _Chunk, newer: _Chunk) -> _Chunk:
-    table = pa.concat_tables([older.table, newer.table]).unify_dictionaries().combine_chunks()
-    return _Chunk(older.first, table, np.concatenate([older.times, newer.times]))
-
-
-class Subscription(Closing):
-    """One consumer of a :class:`Stream`: its queue, counters and off switch.
-
-    ``delivered`` counts records handed to the callback (also when it raised),
-    ``dropped`` records lost because the queue was full or the subscription closed
-    with records still queued, ``errors`` calls that raised. For records pushed
-    after subscribing, ``delivered + dropped + pending`` is exactly their number.
-
-    >>> stream = Stream()
-    >>> with stream.subscribe(print, every=0.1) as sub:
-    ...     sub.pending
-    0
-    """
-
-    def __init__(
-        self,
-        stream: Stream,
-        callback: Callback,
-        *,
-        every: float,
-        max_batch: int,
-        max_pending: int,
-    ) -> None:
-        self.every = every
-        self.max_batch = max_batch
-        self.max_pending = max_pending
-        self.delivered = 0
-        self.dropped = 0
-        self.errors = 0
-        self._stream = stream
-        self._callback = callback
-        self._queue: deque[Record] = deque(maxlen=max_pending)
-        self._in_flight = 0
-        self._due = 0.0  # monotonic time of the next delivery by the clock
-        self._urgent = False  # deliver now, whatever `every` says (flush)
-        self._closed = False
-
-    @property
-    def pending(self) -> int:
-        """Records queued or being delivered right now."""
-        return len(self._queue) + self._in_flight
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called (directly or by :meth:`Stream.close`)."""
-        return self._closed
-
-    def flush(self, *, timeout: float | None = 5.0) -> bool:
-        """Deliver everything queued now; wait up to ``timeout`` seconds for it.
-
-        Returns whether the queue was empty when it returned. Called from inside a
-        callback it cannot wait for itself and only asks for an early delivery.
-        """
-        return self._stream._flush(self, timeout)
-
-    def close(self, *, timeout: float = 5.0) -> None:
-        """Stop delivering, after up to ``timeout`` seconds spent flushing the queue.
-
-        Records still queued after that are counted in :attr:`dropped`. Closing the
-        last subscription stops the stream's dispatcher thread.
-        """
-        self._stream._unsubscribe(self, timeout)
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return (
-            f"<Subscription {state} delivered={self.delivered} dropped={self.dropped} "
-            f"pending={self.pending} errors={self.errors}>"
-        )
-
-
-class _Dispatcher:
-    """The one thread that runs a stream's callbacks, and how to wake or stop it."""
-
-    def __init__(self, stream: Stream) -> None:
-        self.wake = threading.Event()
-        self.stop = False
-        self.thread = threading.Thread(
-            target=stream._dispatch, args=(self,), name="perfnb-stream-dispatch", daemon=True
-        )
 
 
 class Stream(Closing):
@@ -272,12 +121,12 @@ class Stream(Closing):
         self._pending_times: deque[int] = deque()
         self._pending_seq = 0
         # Converted records, oldest first; only frame() touches them, under _convert_lock.
-        self._chunks: list[_Chunk] = []
+        self._chunks: list[Chunk] = []
         self._convert_lock = threading.Lock()
         self._evicted = 0
         self._rejected = 0
         self._subs: list[Subscription] = []
-        self._dispatcher: _Dispatcher | None = None
+        self._dispatcher: Dispatcher | None = None
 
     # -- producing ---------------------------------------------------------------
 
@@ -433,8 +282,8 @@ class Stream(Closing):
                 self._pending_seq = self._next_seq
             # Conversion runs outside the stream lock so producers are not held up.
             if records:
-                table = _to_table(records, times, self._schema)
-                self._chunks.append(_Chunk(first, table, np.asarray(times, dtype=np.int64)))
+                table = to_table(records, times, self._schema)
+                self._chunks.append(Chunk(first, table, np.asarray(times, dtype=np.int64)))
             with self._lock:
                 keep = self._next_seq - len(self._times)
             self._chunks = self._compact(keep)
@@ -447,21 +296,21 @@ class Stream(Closing):
             return frame_from_arrow(self._schema.empty_table())
         return frame_from_arrow(pa.concat_tables(parts))
 
-    def _compact(self, keep: int) -> list[_Chunk]:
+    def _compact(self, keep: int) -> list[Chunk]:
         # Drop what was evicted and merge neighbours of similar size, so the chunk
         # count stays logarithmic in the window and each record is copied O(log n) times.
-        chunks: list[_Chunk] = []
+        chunks: list[Chunk] = []
         for chunk in self._chunks:
             if chunk.end <= keep:
                 continue
             if chunk.first < keep and (keep - chunk.first) * 2 > len(chunk.times):
                 chunk = chunk.drop_before(keep)
-                chunk = _Chunk(chunk.first, chunk.table.combine_chunks(), chunk.times.copy())
+                chunk = Chunk(chunk.first, chunk.table.combine_chunks(), chunk.times.copy())
             chunks.append(chunk)
             while len(chunks) >= 2 and len(chunks[-2].times) <= 2 * len(chunks[-1].times):
                 newer = chunks.pop()
                 older = chunks.pop()
-                chunks.append(_merge(older.drop_before(keep), newer))
+                chunks.append(merge(older.drop_before(keep), newer))
         return chunks
 
     # -- subscribing ---------------------------------------------------------------
@@ -506,7 +355,7 @@ class Stream(Closing):
             self._subs.append(sub)
             dispatcher = self._dispatcher
             if dispatcher is None:
-                dispatcher = self._dispatcher = _Dispatcher(self)
+                dispatcher = self._dispatcher = Dispatcher(self)
                 dispatcher.thread.start()
         dispatcher.wake.set()  # recompute the next wake-up with the new subscriber
         return sub
@@ -580,7 +429,7 @@ class Stream(Closing):
         if dispatcher.thread is not threading.current_thread():
             dispatcher.thread.join(timeout=max(timeout, 1.0))
 
-    def _dispatch(self, dispatcher: _Dispatcher) -> None:
+    def _dispatch(self, dispatcher: Dispatcher) -> None:
         while True:
             # Clear before looking, so a wake-up that arrives meanwhile is not lost.
             dispatcher.wake.clear()

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import threading
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from perfnb.schema import record_to_json
@@ -158,7 +159,7 @@ class Cursor:
         return out
 
 
-class Waiter:
+class Waiter(ABC):
     """A feed stream waiting for records; :meth:`wake` is called from :meth:`Monitor.record`."""
 
     __slots__ = ("armed",)
@@ -166,8 +167,9 @@ class Waiter:
     def __init__(self) -> None:
         self.armed = False
 
-    def wake(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def wake(self) -> None:
+        """Wake the waiting stream; safe to call from any thread."""
 
 
 class AsyncWaiter(Waiter):
