@@ -194,3 +194,18 @@ def is_benign(message: Any) -> bool:
 def demo_started(page: Any) -> bool:
     """The demo front end has signed in and runs its polling loop."""
     return bool(page.evaluate("() => !!(window.perfnbDemo && window.perfnbDemo.state.polls > 0)"))
+
+
+def make_clicks_slow(page: Any, selector: str, *, ms: int = 80) -> None:
+    """Make clicks on ``selector`` take ``ms`` of script time.
+
+    web-vitals only observes interactions of 40 ms or more; on a fast machine a
+    click is quicker, and INP would never be reported.
+    """
+    page.evaluate(
+        """([selector, ms]) => document.querySelector(selector).addEventListener('click', () => {
+            const end = performance.now() + ms;
+            while (performance.now() < end) {}
+        })""",
+        [selector, ms],
+    )

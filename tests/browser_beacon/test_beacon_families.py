@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from beacon_support import PREFIX, Served, demo_started, wait_for
+from beacon_support import PREFIX, Served, demo_started, make_clicks_slow, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +63,7 @@ def test_every_family_arrives_with_route_and_page(
         page.goto(served.url + "/")
         wait_for(lambda: demo_started(page), timeout=30, what="the demo front end to poll")
         page.evaluate(PAGE_ACTIONS)
+        make_clicks_slow(page, "nav a[data-view=chat]")
         page.click("nav a[data-view=chat]")  # a trusted input: INP, final LCP, a hash route
         page.evaluate("() => history.pushState(null, '', '/cards/42')")
 
