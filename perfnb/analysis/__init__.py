@@ -1,0 +1,1 @@
+"""Analysis: pure functions and incremental engines over records and frames."""
