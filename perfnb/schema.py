@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
 from perfnb.errors import RecordError
@@ -36,9 +36,11 @@ if TYPE_CHECKING:
 __all__ = [
     "COLUMNS",
     "COLUMN_NAMES",
+    "INT_RANGES",
     "KINDS",
     "MAX_MS",
     "MAX_TAGS",
+    "REQUIRED",
     "SCHEMA_VERSION",
     "SOURCES",
     "Column",
@@ -184,7 +186,8 @@ COLUMNS: Final[tuple[Column, ...]] = (
 
 COLUMN_NAMES: Final[tuple[str, ...]] = tuple(c.name for c in COLUMNS)
 _BY_NAME: Final[dict[str, Column]] = {c.name: c for c in COLUMNS}
-_REQUIRED: Final = tuple(c.name for c in COLUMNS if c.required)
+#: The columns every record must have.
+REQUIRED: Final = tuple(c.name for c in COLUMNS if c.required)
 
 
 class Record(TypedDict, total=False):
@@ -223,7 +226,8 @@ class Record(TypedDict, total=False):
 #: a store writer's ``append`` and ``list.append`` are all sinks.
 Sink = Callable[[Record], None]
 
-_INT_RANGES: Final = {
+#: The value range of each integer type.
+INT_RANGES: Final = {
     "int16": (-(2**15), 2**15 - 1),
     "int32": (-(2**31), 2**31 - 1),
     "int64": (-(2**63), 2**63 - 1),
@@ -257,7 +261,7 @@ def _check_category(name: str, value: object) -> str:
 def _check_int(name: str, kind: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _fail(name, value, f"expected an integer ({kind})")
-    low, high = _INT_RANGES[kind]
+    low, high = INT_RANGES[kind]
     if not low <= value <= high:
         raise _fail(name, value, f"expected an integer in [{low}, {high}] ({kind})")
     return value
@@ -299,7 +303,7 @@ def _checker(col: Column) -> Callable[[object], object]:
         return _check_time
     if col.type in ("category", "string"):
         return lambda v: _check_category(name, v)
-    if col.type in _INT_RANGES:
+    if col.type in INT_RANGES:
         kind = col.type
         return lambda v: _check_int(name, kind, v)
     if col.type in ("float32", "float64"):
@@ -311,92 +315,18 @@ def _checker(col: Column) -> Callable[[object], object]:
 
 _CHECKS: Final[dict[str, Callable[[object], object]]] = {c.name: _checker(c) for c in COLUMNS}
 
-# -- the fast path ---------------------------------------------------------------------
-#
-# Producers build their records the same way every time, so validate_record meets
-# a handful of key orders ("shapes"). For each one a checker specialised to exactly
-# those columns is generated once: it unpacks the values in one step and tests them
-# with inline comparisons (a few times cheaper than the loop over _CHECKS). It
-# accepts only plain values that the generic path would return unchanged; anything
-# else (None, ints in float columns, other tzinfo classes, bad values) returns None
-# and takes the generic path, which normalises the record or raises its error.
-
-#: Most shapes given generated checkers; later shapes always take the generic path,
-#: so a producer that shuffles its keys cannot grow this without bound.
-_MAX_SHAPES: Final = 256
-_TYPES: Final = {c.name: c.type for c in COLUMNS}
-_MS: Final = frozenset(c.name for c in COLUMNS if c.unit == "ms" and c.type.startswith("float"))
-
-
-def _tags_plain(value: Any) -> bool:
-    if value.__class__ is not dict or len(value) > MAX_TAGS:
-        return False
-    for key, item in value.items():
-        if key.__class__ is not str or item.__class__ is not str:
-            return False
-        if len(key) > MAX_TAG_KEY or len(item) > MAX_TAG_VALUE:
-            return False
-    return True
-
-
-def _condition(name: str, var: str) -> str:
-    kind = _TYPES[name]
-    if kind == "timestamp":
-        # datetime.timezone always has an offset; other tzinfo classes may not.
-        return f"{var}.__class__ is _datetime and {var}.tzinfo.__class__ is _timezone"
-    if name == "source":
-        return f"{var}.__class__ is str and {var} in _SOURCES"
-    if name == "kind":
-        return f"{var}.__class__ is str and {var} in _KINDS"
-    if kind in ("category", "string"):
-        return f"{var}.__class__ is str and len({var}) <= {MAX_STRING}"
-    if kind in _INT_RANGES:
-        low, high = _INT_RANGES[kind]
-        return f"{var}.__class__ is int and {low} <= {var} <= {high}"
-    if name in _MS:
-        return f"{var}.__class__ is float and {-MAX_MS!r} < {var} < {MAX_MS!r}"  # no NaN
-    if kind in ("float32", "float64"):
-        return f"{var}.__class__ is float and {var} == {var}"  # False for NaN only
-    return f"_tags_plain({var})"
-
-
-def _compile(keys: tuple[str, ...]) -> Callable[[Mapping[str, object]], Record | None]:
-    names = [f"v{i}" for i in range(len(keys))]
-    pairs = list(zip(keys, names, strict=True))
-    conditions = " and ".join(_condition(k, v) for k, v in pairs)
-    # Tags are copied, as the generic path copies them; everything else is immutable.
-    items = ", ".join(f"{k!r}: {f'dict({v})' if _TYPES[k] == 'tags' else v}" for k, v in pairs)
-    # Only schema column names reach the generated source (checked by the caller).
-    source = (
-        "def check(record):\n"
-        f"    ({', '.join(names)},) = record.values()\n"
-        f"    if {conditions}:\n"
-        f"        return {{{items}}}\n"
-        "    return None\n"
-    )
-    namespace: dict[str, Any] = {
-        "_datetime": datetime,
-        "_timezone": timezone,
-        "_SOURCES": SOURCES,
-        "_KINDS": KINDS,
-        "_tags_plain": _tags_plain,
-    }
-    exec(compile(source, f"<perfnb record checker {len(keys)} columns>", "exec"), namespace)
-    checker: Callable[[Mapping[str, object]], Record | None] = namespace["check"]
-    return checker
-
-
-# Generated checkers by shape. A memo of a pure function of the key order, bounded
-# by _MAX_SHAPES: no state that callers could observe.
+# Generated checkers by key order ("shape"): the fast path of validate_record, built
+# by perfnb._fastcheck on a shape's first record. A memo of a pure function of the
+# key order, bounded by _fastcheck.MAX_SHAPES: no state that callers could observe.
 _SHAPES: Final[dict[tuple[str, ...], Callable[[Mapping[str, object]], Record | None]]] = {}
 
 
 def _shape_checker(keys: tuple[str, ...]) -> Callable[[Mapping[str, object]], Record | None] | None:
-    if len(_SHAPES) >= _MAX_SHAPES:
-        return None
-    if not all(k in _TYPES for k in keys) or not all(k in keys for k in _REQUIRED):
-        return None  # the generic path names the unknown or missing column
-    checker = _SHAPES[keys] = _compile(keys)
+    from perfnb._fastcheck import shape_checker  # reached once per new shape only
+
+    checker = shape_checker(keys, known=len(_SHAPES))
+    if checker is not None:
+        _SHAPES[keys] = checker
     return checker
 
 
@@ -438,7 +368,7 @@ def _validate_generic(record: Mapping[str, object]) -> Record:
         if value is None:
             continue
         out[key] = check(value)
-    for key in _REQUIRED:
+    for key in REQUIRED:
         if key not in out:
             raise RecordError(f"column {key!r} is required and missing (or null)")
     if out["source"] not in SOURCES:
