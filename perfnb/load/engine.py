@@ -203,6 +203,7 @@ class Connection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self._keep_alive = True
+        self._head = False  # the parser in use is a HEAD request's (see _HeadParser)
 
     # -- the driver's side --------------------------------------------------------
     def send(self, raw: bytes, tag: Any = None) -> None:
@@ -217,6 +218,15 @@ class Connection(asyncio.Protocol):
             self.headers = []
             self.body = []
         self.busy = True
+        # A response to HEAD has no body whatever its Content-Length says, and the
+        # parser cannot know the request's method: HEAD requests get a parser that
+        # ends the response at its headers.
+        if raw[:5] == b"HEAD ":
+            self.parser = httptools.HttpResponseParser(_HeadParser(self))
+            self._head = True
+        elif self._head:
+            self.parser = httptools.HttpResponseParser(self)
+            self._head = False
         self.start_ns = _perf_ns()
         if self.closed or self.transport is None:
             self._finish("closed", "connection is closed")
@@ -288,6 +298,28 @@ class Connection(asyncio.Protocol):
         self.error_message = message
         self.busy = False
         self.on_done(self)
+
+
+class _HeadParser:
+    """The parser callbacks for a HEAD request: the response ends with its headers."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.conn.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        conn = self.conn
+        conn.status = conn.parser.get_status_code()
+        conn._keep_alive = conn.parser.should_keep_alive()
+        # the next response starts afresh: this parser still waits for a body
+        conn.parser = httptools.HttpResponseParser(self)
+        conn._finish("", "")
+        if not conn._keep_alive:
+            conn.close()
 
 
 async def open_connection(

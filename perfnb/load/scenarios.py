@@ -77,9 +77,6 @@ class Endpoint:
         if self.weight < 1:
             msg = f"endpoint weight {self.weight!r} for {self.path!r}: accepted: an integer ≥ 1"
             raise ConfigError(msg)
-        if self.method.upper() == "HEAD":
-            msg = "endpoint method 'HEAD' is not supported by the engine; accepted: GET, POST, ..."
-            raise ConfigError(msg)
         if not self.route:
             object.__setattr__(self, "route", normalise_route(self.path))
         object.__setattr__(self, "method", self.method.upper())

@@ -77,6 +77,7 @@ class TargetApp:
                 "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
                     (b"server-timing", b"app;dur=1.5, db;dur=0.5"),
                 ],
             }

@@ -101,6 +101,27 @@ def test_client_against_a_real_server(target: TargetApp) -> None:
 
 
 @pytest.mark.slow
+def test_head_responses_end_at_their_headers_on_a_kept_alive_connection(
+    target: TargetApp,
+) -> None:
+    async def main() -> None:
+        async with Client(target.url, run_id="run-h", timeout=2.0) as client:
+            for _ in range(3):
+                head = await client.request("HEAD", "/plain")
+                assert (head.status, head.body, head.error) == (200, b"", "")
+                # the headers announce a body that never comes: a parser unaware of
+                # HEAD would wait for it and time out
+                assert head.header("Content-Length") or head.header("Transfer-Encoding")
+                assert head.header("Server-Timing") == "app;dur=1.5, db;dur=0.5"
+                after = await client.request("GET", "/plain")
+                assert (after.status, after.json()) == (200, {"ok": True})
+
+    target.clients.clear()
+    asyncio.run(main())
+    assert len(target.clients) == 1  # HEAD did not cost the connection
+
+
+@pytest.mark.slow
 def test_connection_refused_is_a_result_not_an_exception() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
