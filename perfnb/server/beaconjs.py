@@ -32,14 +32,23 @@ import hashlib
 import html
 import json
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypedDict, Unpack
 
 from perfnb.errors import ConfigError
 from perfnb.server.monitor import Monitor
 
-__all__ = ["BEACON_PATH", "CONTROL_HEADER", "BeaconScript", "beacon_source", "script_tag"]
+__all__ = [
+    "BEACON_PATH",
+    "CONTROL_HEADER",
+    "BeaconOptions",
+    "BeaconPages",
+    "BeaconScript",
+    "beacon_source",
+    "eligible_headers",
+    "script_tag",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -136,28 +145,29 @@ def script_tag(
     return f'<script src="{path}?v={version}" data-perfnb="{data}"></script>'
 
 
-class BeaconScript:
-    """Pure ASGI wrapper serving the beacon, injecting its tag, answering with control state.
+class BeaconOptions(TypedDict, total=False):
+    """The options of :class:`BeaconPages` and the wrappers built on it."""
 
-    Install it outermost, around :class:`~perfnb.server.PerfnbMiddleware` (which
-    takes the batches out of the requests): ``BeaconScript(PerfnbMiddleware(app,
-    monitor=m), monitor=m)``. ``inject=False`` only serves the script (put
-    :func:`script_tag` in your templates). ``sample``, ``memory_every`` and
-    ``header_bytes`` as for :func:`script_tag`; :attr:`frames` may be flipped at
-    run time (open pages learn it from their next batch's response). HTML bodies larger than
-    ``max_html_bytes`` are passed on untouched rather than held in memory.
+    path: str
+    inject: bool
+    sample: float
+    frames: bool
+    memory_every: float
+    header_bytes: int
+    max_html_bytes: int
 
-    >>> from starlette.applications import Starlette
-    >>> m = Monitor()
-    >>> app = BeaconScript(Starlette(), monitor=m, sample=0.5)
-    >>> app.header_bytes
-    4096
-    >>> app.frames = True
+
+class BeaconPages:
+    """What the ASGI and WSGI wrappers share: the script, its tag and the control value.
+
+    ``sample``, ``memory_every`` and ``header_bytes`` as for :func:`script_tag`;
+    :attr:`frames` may be flipped at run time (open pages learn it from their next
+    batch's response). HTML bodies larger than ``max_html_bytes`` are passed on
+    untouched rather than held in memory.
     """
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         monitor: Monitor,
         path: str = BEACON_PATH,
@@ -169,7 +179,6 @@ class BeaconScript:
         max_html_bytes: int = 2 * 1024 * 1024,
     ) -> None:
         _check_options(sample, memory_every, path, header_bytes)
-        self.app = app
         self.monitor = monitor
         self.path = path
         self.inject = inject
@@ -207,6 +216,62 @@ class BeaconScript:
         doc = _control_doc(self.monitor, self.frames)
         return json.dumps(doc, separators=(",", ":")).encode("ascii")
 
+    def etag_suffix(self) -> bytes:
+        """What injected pages add to the app's ETag: it changes whenever the tag does."""
+        return (_PNB + hashlib.blake2b(self.tag().encode(), digest_size=4).hexdigest()).encode()
+
+    def rewrite(self, page: bytes) -> bytes | None:
+        """``page`` with the tag before ``</head>``; None for fragments and pages that load it."""
+        if self.path.encode() in page:
+            return None  # the page includes the beacon itself
+        found = _HEAD_END.search(page)
+        if found is None:
+            return None  # a fragment (HTMX, partials), not a page
+        return page[: found.start()] + self.tag().encode() + page[found.start() :]
+
+    def script_response(
+        self, method: str, query: bytes, if_none_match: bytes | None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Status, headers and body answering a request for the script itself."""
+        if method not in ("GET", "HEAD"):
+            body = b"method not allowed"
+            return 405, [*_plain_headers(body), (b"allow", b"GET, HEAD")], body
+        script = self._source()
+        etag = f'"{self._version}"'.encode()
+        versioned = f"v={self._version}".encode() in query
+        cache = b"public, max-age=31536000, immutable" if versioned else b"no-cache"
+        headers = [(b"etag", etag), (b"cache-control", cache)]
+        if if_none_match is not None and etag in if_none_match:
+            return 304, headers, b""
+        headers += [
+            (b"content-type", b"text/javascript; charset=utf-8"),
+            (b"content-length", str(len(script)).encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        return 200, headers, b"" if method == "HEAD" else script
+
+
+class BeaconScript(BeaconPages):
+    """Pure ASGI wrapper serving the beacon, injecting its tag, answering with control state.
+
+    Install it outermost, around :class:`~perfnb.server.PerfnbMiddleware` (which
+    takes the batches out of the requests): ``BeaconScript(PerfnbMiddleware(app,
+    monitor=m), monitor=m)``. ``inject=False`` only serves the script (put
+    :func:`script_tag` in your templates). The options are :class:`BeaconPages`'.
+    WSGI apps use :class:`~perfnb.server.beaconwsgi.BeaconScriptWSGI`.
+
+    >>> from starlette.applications import Starlette
+    >>> m = Monitor()
+    >>> app = BeaconScript(Starlette(), monitor=m, sample=0.5)
+    >>> app.header_bytes
+    4096
+    >>> app.frames = True
+    """
+
+    def __init__(self, app: ASGIApp, *, monitor: Monitor, **options: Unpack[BeaconOptions]) -> None:
+        super().__init__(monitor=monitor, **options)
+        self.app = app
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -241,9 +306,6 @@ class BeaconScript:
 
         return with_control
 
-    def _suffix(self) -> str:
-        return _PNB + hashlib.blake2b(self.tag().encode(), digest_size=4).hexdigest()
-
     def _unconditional(self, scope: Scope) -> Scope:
         """Adjust the request so the app's own caching logic still works with injection.
 
@@ -259,7 +321,7 @@ class BeaconScript:
         out = []
         for name, value in headers:
             if name == b"if-none-match" and _PNB.encode() in value:
-                suffix = suffix or self._suffix().encode()
+                suffix = suffix or self.etag_suffix()
                 value = value.replace(suffix + b'"', b'"')
                 changed = True
             out.append((name, value))
@@ -274,45 +336,33 @@ class BeaconScript:
         return scope
 
     async def _serve(self, scope: Scope, send: Send) -> None:
-        method = scope.get("method")
-        if method not in ("GET", "HEAD"):
-            await _plain(send, 405, b"method not allowed", [(b"allow", b"GET, HEAD")])
-            return
-        body = self._source()
-        etag = f'"{self._version}"'.encode()
-        versioned = f"v={self._version}".encode() in scope.get("query_string", b"")
-        cache = b"public, max-age=31536000, immutable" if versioned else b"no-cache"
-        headers = [(b"etag", etag), (b"cache-control", cache)]
+        if_none_match = None
         for name, value in scope.get("headers") or ():
-            if name == b"if-none-match" and etag in value:
-                await send({"type": "http.response.start", "status": 304, "headers": headers})
-                await send({"type": "http.response.body", "body": b""})
-                return
-        headers += [
-            (b"content-type", b"text/javascript; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-content-type-options", b"nosniff"),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+            if name == b"if-none-match":
+                if_none_match = value
+        status, headers, body = self.script_response(
+            scope.get("method", ""), scope.get("query_string", b""), if_none_match
+        )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
-async def _plain(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
-    headers = [
+def _plain_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),
-        *extra,
     ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _eligible(message: Message) -> bool:
     """A full HTML page we may rewrite: 200, ``text/html``, not encoded, not a range."""
-    if message.get("status") != 200:
-        return False
+    return message.get("status") == 200 and eligible_headers(message.get("headers", ()))
+
+
+def eligible_headers(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a 200 response with these headers is an HTML page the tag may go into."""
     html_type = False
-    for name, value in message.get("headers", ()):
+    for name, value in headers:
         lname = name.lower()
         if lname == b"content-type":
             lowered = value.lower()
@@ -368,7 +418,7 @@ class _Injector:
         self.held = None
         self.chunks = []
         self.passing = True
-        new = self._rewrite(page)
+        new = self.owner.rewrite(page)
         if new is None:
             await self.upstream(start)
             await self.upstream({"type": "http.response.body", "body": page})
@@ -402,19 +452,10 @@ class _Injector:
                 }
                 await self.upstream(message)
 
-    def _rewrite(self, page: bytes) -> bytes | None:
-        if self.owner.path.encode() in page:
-            return None  # the page includes the beacon itself
-        found = _HEAD_END.search(page)
-        if found is None:
-            return None  # a fragment (HTMX, partials), not a page
-        tag = self.owner.tag().encode()
-        return page[: found.start()] + tag + page[found.start() :]
-
     def _with_etag(self, message: Message) -> Message:
         headers = list(message.get("headers", ()))
         for i, (name, value) in enumerate(headers):
             if name.lower() == b"etag" and value.endswith(b'"'):
-                headers[i] = (name, value[:-1] + self.owner._suffix().encode() + b'"')
+                headers[i] = (name, value[:-1] + self.owner.etag_suffix() + b'"')
                 return {**message, "headers": headers}
         return message
