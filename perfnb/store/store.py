@@ -3,6 +3,7 @@
 Layout under the root (a local folder, or any filesystem URI pyarrow knows)::
 
     <root>/events/date=YYYY-MM-DD/<unique>.parquet   detail records
+    <root>/daily/date=YYYY-MM-DD/summary.parquet     daily summaries (perfnb.store.summaries)
     <root>/_wal/<segment>.log                        append logs of running writers
 
 For a root that is not on the local disk the append log lives in a local folder
@@ -13,7 +14,9 @@ written with plain memory copies.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -27,8 +30,12 @@ import pyarrow.fs as pafs
 
 from perfnb.errors import RecordError, StoreError
 from perfnb.store import compact as compaction
+from perfnb.store import retention as retaining
+from perfnb.store.export import ExportResult, export_store
 from perfnb.store.frames import table_from_frame
+from perfnb.store.history import Days, merge, select
 from perfnb.store.parquet import Names, day_dir, split_by_day, write_atomic
+from perfnb.store.progress import Progress
 from perfnb.store.query import (
     TimeLike,
     check_columns,
@@ -38,6 +45,7 @@ from perfnb.store.query import (
     to_utc,
 )
 from perfnb.store.rows import Encoder, Memory, decode
+from perfnb.store.summaries import DaySummary
 from perfnb.store.wal import recover
 from perfnb.store.writer import StoreWriter
 
@@ -45,6 +53,11 @@ __all__ = ["Store"]
 
 #: Temporary files older than this are left-overs of a crash, not writes in flight.
 _STALE_SECONDS = 3600.0
+
+logger = logging.getLogger("perfnb.store")
+
+#: Summary columns holding sketches; :meth:`Store.summaries` leaves them out unless asked.
+_SKETCH_COLUMNS = ("duration_keys", "duration_counts", "value_keys", "value_counts")
 
 
 class Store:
@@ -98,6 +111,11 @@ class Store:
         self._names = Names()
         # Whether each data file seen has the current layout (files never change).
         self._layouts: dict[str, bool] = {}
+        self._history = Days(self.fs, self.root, self.local, self._layouts)
+        # Closed days this store wrote to, summarised once it writes today's records.
+        self._touched: set[date] = set()
+        self._checked: date | None = None
+        self._touched_lock = threading.Lock()
         self.fs.create_dir(self.events, recursive=True)
         self._tidy()
         #: Records this open recovered from append logs left by killed writers.
@@ -147,13 +165,41 @@ class Store:
     def _write_days(self, table: pa.Table, name: str) -> int:
         """Write one file named ``name`` per day of ``table``; days already written are skipped."""
         written = 0
+        days = []
         for day, part in split_by_day(table):
             directory = f"{self.events}/{day_dir(day)}"
             path = write_atomic(part, self.fs, directory, name, local=self.local)
             if path is not None:
                 self._layouts[path] = True
                 written += part.num_rows
+                days.append(day)
+        if days:
+            self._close_written(days)
         return written
+
+    def _close_written(self, days: list[date]) -> None:
+        """Summarise the closed days written to, once records of today show they are over.
+
+        A writer crossing midnight thus summarises yesterday on its first write of
+        today (on its own thread: no timer). Backfills of old days summarise
+        nothing until something writes today's records, :meth:`close_days` runs or
+        a read asks for them. Never raises: the records are stored either way.
+        """
+        today = datetime.now(UTC).date()
+        with self._touched_lock:
+            self._touched.update(day for day in days if day < today)
+            if today not in days or (not self._touched and self._checked == today):
+                return
+            due = sorted(self._touched)
+            if self._checked != today:
+                self._checked = today
+                due = sorted({*due, date.fromordinal(today.toordinal() - 1)})
+            self._touched.clear()
+        for day in due:
+            try:
+                self._history.close([day])
+            except Exception as exc:  # a side job of a write that succeeded: never fail it
+                logger.warning("could not summarise %s: %s", day, exc)
 
     # -- layout ------------------------------------------------------------------------
 
@@ -168,6 +214,16 @@ class Store:
                 except ValueError:
                     continue
         return sorted(out)
+
+    def partitions(self, *, rows: bool = True) -> pd.DataFrame:
+        """One row per stored day: detail files, rows and bytes, summary kept and its bytes.
+
+        Rows come from the Parquet footers (``rows=False`` skips reading them).
+        See :mod:`perfnb.store.partitions`.
+        """
+        from perfnb.store.partitions import partitions
+
+        return partitions(self, rows=rows)
 
     def files(self, start: TimeLike = None, end: TimeLike = None) -> list[str]:
         """The data files of the days overlapping ``[start, end)``, as filesystem paths."""
@@ -316,7 +372,7 @@ class Store:
         )
 
     def _tidy(self) -> None:
-        """Finish interrupted compactions and drop temporary files crashes left."""
+        """Finish interrupted compactions and retention, drop temporary files crashes left."""
         selector = pafs.FileSelector(self.events, recursive=True, allow_not_found=True)
         stale = time.time() - _STALE_SECONDS
         for info in self.fs.get_file_info(selector):
@@ -324,7 +380,212 @@ class Store:
                 compaction.finish_interrupted(self.fs, info.path.rsplit("/", 1)[0])
             elif info.base_name.endswith(".tmp") and info.mtime.timestamp() < stale:
                 self.fs.delete_file(info.path)
+        retaining.finish_interrupted(self._history)
+        daily = pafs.FileSelector(f"{self.root}/daily", recursive=True, allow_not_found=True)
+        for info in self.fs.get_file_info(daily):
+            if info.base_name.endswith(".tmp") and info.mtime.timestamp() < stale:
+                self.fs.delete_file(info.path)
+
+    # -- history -----------------------------------------------------------------------
+
+    def summarize(self, day: date | str) -> DaySummary:
+        """Summarise one day's detail now, replacing its stored summary atomically.
+
+        See :mod:`perfnb.store.summaries` for what a summary holds. Closed days are
+        summarised on their own (:meth:`close_days`, reads, retention); this is the
+        way to ask for one, today's included.
+
+        >>> import tempfile
+        >>> from datetime import datetime, timezone
+        >>> store = Store(tempfile.mkdtemp())
+        >>> store.append([{"time": datetime(2026, 1, 1, tzinfo=timezone.utc),
+        ...                "source": "server", "kind": "http", "duration_ms": 4.0}])
+        1
+        >>> store.summarize("2026-01-01").records
+        1
+        """
+        return self._history.summarize(_day(day))
+
+    def close_days(self, *, today: date | None = None) -> list[DaySummary]:
+        """Summarise every closed day whose summary is missing or stale; return what was written.
+
+        Cheap when there is nothing to do: a listing and a footer per day.
+        """
+        today = today or datetime.now(UTC).date()
+        return self._history.close([day for day in self.days() if day < today])
+
+    def summaries(
+        self,
+        start: TimeLike = None,
+        end: TimeLike = None,
+        *,
+        routes: Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
+        kinds: Sequence[str] | None = None,
+        services: Sequence[str] | None = None,
+        run_ids: Sequence[str] | None = None,
+        include_load: bool = False,
+        sketches: bool = False,
+    ) -> pd.DataFrame:
+        """The daily summary rows of the days overlapping ``[start, end)``, with a ``date``.
+
+        Whole days: a summary row covers its day. Stale or missing summaries of
+        days that still have detail are made first (and stored for closed days).
+        ``sketches`` keeps the bucket lists. Load runs' rows only when
+        ``include_load`` or ``run_ids`` asks for them.
+
+        >>> import tempfile
+        >>> Store(tempfile.mkdtemp()).summaries().shape[0]
+        0
+        """
+        rows = self._summary_rows(start, end)
+        chosen = select(
+            rows,
+            routes=routes,
+            sources=sources,
+            kinds=kinds,
+            services=services,
+            run_ids=run_ids,
+            include_load=include_load,
+        )
+        if not sketches:
+            rows = rows.drop_columns(list(_SKETCH_COLUMNS))
+        frame: pd.DataFrame = rows.filter(pa.array(chosen)).to_pandas()
+        return frame
+
+    def summary(
+        self,
+        start: TimeLike = None,
+        end: TimeLike = None,
+        *,
+        by: Sequence[str] = ("route",),
+        routes: Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
+        kinds: Sequence[str] | None = ("http",),
+        services: Sequence[str] | None = None,
+        run_ids: Sequence[str] | None = None,
+        include_load: bool = False,
+        vitals: bool = True,
+        memory: bool = True,
+    ) -> pd.DataFrame:
+        """Figures per ``by`` group over the days overlapping ``[start, end)``, from daily sketches.
+
+        Percentiles come from merging the days' sketches (within 1% of exact ones),
+        never from averaging daily percentiles; counts are exact. Columns: ``by``,
+        ``count``, ``errors``, ``error_rate``, ``status_5xx``, ``status_4xx``,
+        ``timeouts``, ``exceptions``, ``p50_ms`` … ``p99_ms``, ``max_ms``, ``mean_ms``,
+        ``server_ms_mean``, ``app_ms_mean``, ``db_ms_mean``, ``request_bytes``,
+        ``response_bytes`` over the records of ``kinds``; ``vitals`` adds ``lcp_p75``
+        and the like, ``memory`` adds ``rss_bytes_max``/``_mean`` and
+        ``js_heap_bytes_max``/``_mean`` (see :func:`perfnb.store.history.merge`).
+        ``by`` takes any of route, source, kind, service, method, name, run_id, date;
+        with ``include_load`` and ``run_id`` in ``by``, each load run has its rows.
+
+        >>> import tempfile
+        >>> Store(tempfile.mkdtemp()).summary().shape[0]
+        0
+        """
+        rows = self._summary_rows(start, end)
+        chosen = select(
+            rows,
+            routes=routes,
+            sources=sources,
+            services=services,
+            run_ids=run_ids,
+            include_load=include_load,
+        )
+        return merge(rows, chosen, by=by, kinds=kinds, vitals=vitals, memory=memory)
+
+    def _summary_rows(self, start: TimeLike, end: TimeLike) -> pa.Table:
+        first, last = to_utc(start, name="start"), to_utc(end, name="end")
+        wanted = []
+        for day in sorted({*self.days(), *self._history.summary_days()}):
+            if first is not None and day < first.date():
+                continue
+            if last is not None and datetime.combine(day, datetime.min.time(), UTC) >= last:
+                continue
+            wanted.append(day)
+        return self._history.load(wanted, today=datetime.now(UTC).date())
+
+    def retention(
+        self,
+        *,
+        detail_days: int = retaining.DEFAULT_DETAIL_DAYS,
+        summary_days: int = retaining.DEFAULT_SUMMARY_DAYS,
+        today: date | None = None,
+    ) -> retaining.RetentionPlan:
+        """What retention would delete and compact; nothing changes until ``.apply()``.
+
+        Keeps ``detail_days`` days of detail and ``summary_days`` days of summaries,
+        today included. A day's detail goes only once its summary is written and
+        verified; see :mod:`perfnb.store.retention` for the order that makes a kill
+        at any point safe.
+
+        >>> import tempfile
+        >>> plan = Store(tempfile.mkdtemp()).retention(detail_days=7)
+        >>> plan.bytes_freed, plan.apply().blocked
+        (0, {})
+        """
+        return retaining.plan_retention(
+            self, detail_days=detail_days, summary_days=summary_days, today=today
+        )
+
+    # -- export ------------------------------------------------------------------------
+
+    def export(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        start: TimeLike = None,
+        end: TimeLike = None,
+        routes: Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
+        kinds: Sequence[str] | None = None,
+        services: Sequence[str] | None = None,
+        run_ids: Sequence[str] | None = None,
+        include_load: bool = False,
+        columns: Sequence[str] | None = None,
+        format: str | None = None,
+        progress: Progress = None,
+    ) -> ExportResult:
+        """Write what :meth:`read` gives for these arguments to a CSV, JSON, JSONL or Parquet file.
+
+        The format comes from the suffix unless ``format`` is given; the store is
+        read a day at a time and the file written atomically. CSV cells that could
+        run as spreadsheet formulas are neutralised. See :mod:`perfnb.store.export`.
+
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> Store(folder / "s").export(folder / "all.csv", progress=False).rows
+        0
+        """
+        return export_store(
+            self,
+            path,
+            start=start,
+            end=end,
+            routes=routes,
+            sources=sources,
+            kinds=kinds,
+            services=services,
+            run_ids=run_ids,
+            include_load=include_load,
+            columns=columns,
+            format=format,
+            progress=progress,
+        )
 
 
 def _midnight(moment: datetime) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _day(value: date | str) -> date:
+    if isinstance(value, datetime):
+        raise StoreError(f"day: got {value!r}; expected a date or YYYY-MM-DD")
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise StoreError(f"day: got {value!r}; expected a date or YYYY-MM-DD") from None

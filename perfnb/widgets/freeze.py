@@ -35,7 +35,15 @@ from perfnb.errors import PerfnbWarning
 from perfnb.widgets._protocols import AlertItem, HealthLight
 from perfnb.widgets.assets import plotly_js
 
-__all__ = ["Frozen", "composite_figure", "freeze_figures", "to_png"]
+__all__ = [
+    "Chart",
+    "Frozen",
+    "composite_figure",
+    "freeze_figures",
+    "plotly_script",
+    "static_chart",
+    "to_png",
+]
 
 BASIC_TRACES: Final = frozenset({"scatter", "bar", "pie"})
 _LEVEL_COLOURS: Final = {"ok": "#2e7d32", "warn": "#f9a825", "bad": "#c62828"}
@@ -150,6 +158,74 @@ def _alerts_html(alerts: Sequence[AlertItem]) -> str:
     return f"<ul>{''.join(items)}</ul>"
 
 
+def plotly_script(*, basic: bool = True) -> str:
+    """plotly.js, inline, in a ``<script>`` that defines ``Plotly`` once per page.
+
+    ``basic`` takes the vendored basic bundle (scatter, bar and pie traces: about a
+    fifth of the full one); otherwise the full bundle of the ``plotly`` package.
+
+    >>> plotly_script().startswith("<script type='text/javascript'>if (!window.Plotly)")
+    True
+    """
+    if basic:
+        source, _version = plotly_js()
+        code = source.decode("utf-8")
+    else:
+        from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
+
+        code = get_plotlyjs()
+    # a page may hold several frozen views: each brings plotly.js but runs it once
+    return "<script type='text/javascript'>if (!window.Plotly) {" + code + "\n}</script>"
+
+
+def _chart_html(
+    name: str, fig: Mapping[str, Any], *, css_class: str = "perfnb-frozen-chart"
+) -> str:
+    import plotly.io as pio
+
+    layout = dict(fig.get("layout") or {})
+    layout.setdefault("height", 280)
+    layout.pop("uirevision", None)
+    html: str = (
+        f"<div class='{css_class}' data-chart='{htmlmod.escape(name)}'>"
+        + pio.to_html(
+            {"data": fig.get("data", []), "layout": layout},
+            include_plotlyjs=False,
+            full_html=False,
+            validate=False,
+            config={"displaylogo": False, "responsive": True},
+        )
+        + "</div>"
+    )
+    return html
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One static Plotly chart as HTML, without plotly.js (see :func:`static_chart`)."""
+
+    name: str
+    html: str
+    figure: Mapping[str, Any]
+
+    def _repr_mimebundle_(self, **_: Any) -> dict[str, Any]:
+        return {"text/html": self.html, "text/plain": f"<perfnb chart {self.name}>"}
+
+
+def static_chart(figure: Mapping[str, Any], *, name: str) -> Chart:
+    """A Plotly figure dict as a static chart: a ``div`` and the ``Plotly.newPlot`` call.
+
+    It brings no plotly.js: show :func:`plotly_script` once earlier on the page (a
+    report shows it in its first cell), so a page of many charts carries the
+    library once. The div has the class ``perfnb-chart`` and ``data-chart=name``.
+
+    >>> chart = static_chart({"data": [{"type": "bar", "x": ["a"], "y": [1]}]}, name="demo")
+    >>> "data-chart='demo'" in chart.html and "Plotly.newPlot" in chart.html
+    True
+    """
+    return Chart(name=name, html=_chart_html(name, figure, css_class="perfnb-chart"), figure=figure)
+
+
 def freeze_figures(
     figures: Mapping[str, Mapping[str, Any]],
     *,
@@ -165,8 +241,6 @@ def freeze_figures(
     ``display`` shows the result in the notebook (text/html with image/png); the
     :class:`Frozen` is returned either way.
     """
-    import plotly.io as pio
-
     figs = {name: dict(fig) for name, fig in figures.items()}
     image: bytes | None = None
     if png and figs:
@@ -179,37 +253,8 @@ def freeze_figures(
                 stacklevel=2,
             )
     key = uuid.uuid4().hex[:10]
-    basic = _trace_types(figs) <= BASIC_TRACES
-    if basic:
-        source, _version = plotly_js()
-        # a page may hold several frozen views: each brings plotly.js but runs it once
-        script = (
-            "<script type='text/javascript'>if (!window.Plotly) {"
-            + source.decode("utf-8")
-            + "\n}</script>"
-        )
-    else:
-        from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
-
-        script = (
-            "<script type='text/javascript'>if (!window.Plotly) {" + get_plotlyjs() + "\n}</script>"
-        )
-    charts = []
-    for name, fig in figs.items():
-        layout = dict(fig.get("layout") or {})
-        layout.setdefault("height", 280)
-        layout.pop("uirevision", None)
-        charts.append(
-            f"<div class='perfnb-frozen-chart' data-chart='{htmlmod.escape(name)}'>"
-            + pio.to_html(
-                {"data": fig.get("data", []), "layout": layout},
-                include_plotlyjs=False,
-                full_html=False,
-                validate=False,
-                config={"displaylogo": False, "responsive": True},
-            )
-            + "</div>"
-        )
+    script = plotly_script(basic=_trace_types(figs) <= BASIC_TRACES)
+    charts = [_chart_html(name, fig) for name, fig in figs.items()]
     fallback = ""
     if image is not None:
         b64 = base64.b64encode(image).decode()

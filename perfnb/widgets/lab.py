@@ -30,12 +30,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+from perfnb._paths import notebooks_dir
 from perfnb.errors import ConfigError, PerfnbError
 
 __all__ = ["NOTEBOOKS_DIR", "LabServer", "free_port", "main_lab"]
 
-#: The notebooks shipped in the repository (next to the package).
-NOTEBOOKS_DIR: Final = Path(__file__).resolve().parents[2] / "notebooks"
+#: The notebooks shipped with perfnb.
+NOTEBOOKS_DIR: Final = notebooks_dir()
 
 
 def free_port() -> int:

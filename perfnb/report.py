@@ -1,0 +1,579 @@
+"""The post-mortem report: ``notebooks/03_post_mortem.ipynb`` run headless into one HTML file.
+
+:func:`build_report` (and ``perfnb report``) gives the notebook its parameters
+(``STORE``, ``START``, ``END``, ``BASELINE``, ``PNG_DIR``) in a cell placed after
+the one tagged ``parameters`` — papermill's convention, without papermill — runs it
+with nbclient in a fresh kernel, and exports it with nbconvert to a single static
+HTML file:
+
+- code hidden, only the narrative, tables and charts;
+- charts are plain Plotly figures with their data and plotly.js inline: no CDN, no
+  widget state (``application/vnd.jupyter.widget-state+json``), no MathJax or
+  require.js from the network, so the file opens offline and can be mailed;
+- cells tagged ``demo`` (the notebook's interactive demo recording) are left out;
+- ``png`` asks the notebook for one PNG per chart (kaleido with the machine's
+  Chromium).
+
+The notebook also carries the few figure builders it needs (:func:`timeline_figure`)
+and :func:`write_pngs`.
+
+>>> from datetime import UTC, datetime
+>>> fig = timeline_figure(None, None, start=datetime(2026, 1, 1, tzinfo=UTC),
+...                       end=datetime(2026, 1, 1, 1, tzinfo=UTC))
+>>> fig["data"][0]["name"]
+'nothing recorded'
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from perfnb._paths import notebooks_dir
+from perfnb.errors import ConfigError, PerfnbError, StoreError
+
+if TYPE_CHECKING:
+    import nbformat
+    import pandas as pd
+
+__all__ = [
+    "NOTEBOOK",
+    "Report",
+    "ReportError",
+    "build_report",
+    "main_report",
+    "timeline_figure",
+    "write_pngs",
+]
+
+#: The post-mortem notebook shipped beside the package.
+NOTEBOOK: Final = notebooks_dir() / "03_post_mortem.ipynb"
+#: Cells with this tag are the notebook's interactive demo: never part of a report.
+DEMO_TAG: Final = "demo"
+
+# nbconvert's lab template without anything fetched from the network: require.js,
+# MathJax and mermaid come from CDNs there, and the widget manager from unpkg.
+_TEMPLATE_NAME: Final = "perfnb_report.html.j2"
+_TEMPLATE: Final = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block extra_css -%}
+<style type="text/css">
+main { max-width: 1200px; margin: 0 auto; }
+.perfnb-chart { margin: 4px 0 12px 0; }
+.jp-OutputArea-output table { font-size: 12px; }
+</style>
+{%- endblock extra_css -%}
+"""
+_WIDGET_MIMES: Final = (
+    "application/vnd.jupyter.widget-view+json",
+    "application/vnd.jupyter.widget-state+json",
+)
+
+
+class ReportError(PerfnbError):
+    """The report could not be made (the notebook failed, or its output could not be written)."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`build_report` wrote: the HTML, the PNGs, the charts it holds."""
+
+    html: Path
+    pngs: list[Path]
+    charts: list[str]
+    seconds: float
+
+
+# -- arguments --------------------------------------------------------------------------
+
+
+def _when(value: datetime | date | str, name: str) -> datetime:
+    """An aware UTC datetime; strings without an offset (and bare dates) are UTC."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = (
+                date.fromisoformat(text)
+                if len(text) == 10
+                else datetime.fromisoformat(text.replace("Z", "+00:00"))
+            )
+        except ValueError:
+            raise ConfigError(
+                f"{name}: got {text!r}; expected an ISO 8601 date or time "
+                "(2026-11-28 or 2026-11-28T09:30:00Z; no offset means UTC)"
+            ) from None
+        if isinstance(value, datetime) and value.utcoffset() is None:
+            value = value.replace(tzinfo=UTC)
+    if isinstance(value, datetime):
+        if value.utcoffset() is None:
+            raise ConfigError(f"{name}: got naive {value!r}; give a timezone (UTC)")
+        return value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    raise ConfigError(f"{name}: got {value!r}; expected a datetime, a date or an ISO string")
+
+
+def _check_store(root: str) -> None:
+    if "://" in root:
+        return  # a remote store: the kernel's Store() says what is wrong with it
+    if not (Path(root) / "events").is_dir():
+        raise StoreError(f"store: no perfnb store at {root!r} (it has no events/ folder)")
+
+
+def _parameters(
+    store: str, start: datetime, end: datetime, baseline: str | None, png: Path | None
+) -> str:
+    values = {
+        "STORE": store,
+        "START": start.isoformat(),
+        "END": end.isoformat(),
+        "BASELINE": baseline,
+        "PNG_DIR": None if png is None else str(png),
+    }
+    # repr of str/None is a Python literal: nothing the user typed can become code
+    return "# Parameters of this report\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items())
+
+
+def _with_parameters(nb: nbformat.NotebookNode, source: str) -> nbformat.NotebookNode:
+    import nbformat
+
+    cell = nbformat.v4.new_code_cell(source)  # type: ignore[no-untyped-call]  # nbformat is untyped
+    cell.metadata["tags"] = ["injected-parameters"]
+    index = next(
+        (i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])), None
+    )
+    if index is None:
+        raise ReportError("notebook: no cell tagged 'parameters' to put the parameters after")
+    nb.cells.insert(index + 1, cell)
+    return nb
+
+
+# -- running and exporting --------------------------------------------------------------
+
+
+def _execute(nb: nbformat.NotebookNode, workdir: Path, timeout: float) -> None:
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    # IPC sockets in the private work folder: no TCP port on the machine for the
+    # kernel (and none of ipykernel's warnings about unencrypted TCP)
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(workdir / "kernel"))
+    client = NotebookClient(
+        nb,
+        km=km,
+        timeout=int(timeout),
+        kernel_name="python3",
+        resources={"metadata": {"path": str(workdir)}},
+    )
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        failed = next(
+            (
+                f"{out.get('ename')}: {out.get('evalue')}"
+                for cell in nb.cells
+                for out in cell.get("outputs", [])
+                if out.get("output_type") == "error"
+            ),
+            str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error",
+        )
+        raise ReportError(f"the post-mortem notebook failed: {failed}") from None
+    except TimeoutError as exc:
+        raise ReportError(f"the post-mortem notebook ran past {timeout:g} s: {exc}") from None
+    finally:
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+
+
+def _strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Leave out demo cells, stderr, and anything live: the report is static."""
+    nb.metadata.pop("widgets", None)
+    kept = []
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if DEMO_TAG in tags:
+            continue
+        if cell.cell_type == "code":
+            outputs = []
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                    continue
+                data = out.get("data")
+                if data is not None:
+                    for mime in _WIDGET_MIMES:
+                        data.pop(mime, None)
+                    if not data:
+                        continue
+                outputs.append(out)
+            cell.outputs = outputs
+        kept.append(cell)
+    nb.cells = kept
+    return nb
+
+
+def _export(nb: nbformat.NotebookNode, title: str) -> str:
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+
+    nb.metadata["title"] = title
+    exporter = HTMLExporter(  # type: ignore[no-untyped-call]  # nbconvert is untyped
+        template_name="lab",
+        extra_loaders=[DictLoader({_TEMPLATE_NAME: _TEMPLATE})],
+        template_file=_TEMPLATE_NAME,
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
+    body, _resources = exporter.from_notebook_node(nb)
+    return str(body)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, path)  # a reader never sees half a report
+    except OSError as exc:
+        raise ReportError(f"out: could not write {str(path)!r}: {exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+
+
+_CHART: Final = re.compile(r"""class=["']perfnb-chart["'] data-chart=["']([^"']*)["']""")
+
+
+def build_report(
+    store_root: str | os.PathLike[str],
+    start: datetime | date | str,
+    end: datetime | date | str,
+    *,
+    out: str | os.PathLike[str],
+    baseline: str | None = None,
+    png: str | os.PathLike[str] | None = None,
+    notebook: str | os.PathLike[str] | None = None,
+    timeout: float = 600.0,
+) -> Report:
+    """Run the post-mortem notebook over ``[start, end)`` of a store; write one HTML file.
+
+    ``baseline`` names a saved baseline (:mod:`perfnb.analysis.compare`) to compare
+    the range with; ``png`` a folder for one PNG per chart. Strings without an
+    offset are UTC. Bad arguments raise :class:`~perfnb.errors.ConfigError` or
+    :class:`~perfnb.errors.StoreError` before any kernel starts; a failing notebook
+    raises :class:`ReportError` (the executed notebook is kept beside ``out`` as
+    ``<out>.failed.ipynb``).
+
+    >>> build_report("/nowhere", "2026-01-01", "2026-01-02", out="r.html")
+    Traceback (most recent call last):
+    ...
+    perfnb.errors.StoreError: store: no perfnb store at '/nowhere' (it has no events/ folder)
+    """
+    import nbformat
+
+    began = time.monotonic()
+    root = os.fspath(store_root)
+    if "://" not in root:
+        root = str(Path(root).absolute())
+    first, last = _when(start, "start"), _when(end, "end")
+    if last <= first:
+        raise ConfigError(f"end: got {last.isoformat()}; expected a time after start {first}")
+    _check_store(root)
+    if baseline is not None:
+        from perfnb.analysis.compare import load_baseline
+        from perfnb.store import Store
+
+        load_baseline(Store(root), baseline)  # a wrong name fails now, not in the kernel
+    target = Path(out).absolute()
+    png_dir = None if png is None else Path(png).absolute()
+    source = Path(notebook) if notebook is not None else NOTEBOOK
+    if not source.is_file():
+        raise ConfigError(f"notebook: {str(source)!r} is not a file")
+    if png_dir is not None:
+        png_dir.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.read(source, as_version=4)  # type: ignore[no-untyped-call]
+    _with_parameters(nb, _parameters(root, first, last, baseline, png_dir))
+    with tempfile.TemporaryDirectory(prefix="perfnb-report-") as workdir:
+        try:
+            _execute(nb, Path(workdir), timeout)
+        except ReportError:
+            with contextlib.suppress(OSError):
+                nbformat.write(nb, str(target) + ".failed.ipynb")  # type: ignore[no-untyped-call]
+            raise
+    title = f"Post-mortem {first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC"
+    html = _export(_strip(nb), title)
+    _write_text(target, html)
+    pngs = sorted(png_dir.glob("*.png")) if png_dir is not None else []
+    return Report(
+        html=target,
+        pngs=pngs,
+        charts=_CHART.findall(html),
+        seconds=time.monotonic() - began,
+    )
+
+
+# -- the figures the notebook draws -----------------------------------------------------
+
+#: Colour of a health state (its level) in the timeline.
+_STATE_LEVEL: Final = {
+    "healthy": "ok",
+    "good": "ok",
+    "optimal": "ok",
+    "degraded": "warn",
+    "slow": "warn",
+    "failing": "bad",
+    "timeout": "bad",
+    "poor": "bad",
+}
+_LEVEL_COLOUR: Final = {"ok": "#2e7d32", "warn": "#f9a825", "bad": "#c62828", "none": "#9e9e9e"}
+_SEVERITY_COLOUR: Final = {"critical": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
+
+
+def _tag(tags: object, key: str) -> str:
+    if isinstance(tags, Mapping):
+        return str(tags.get(key, ""))
+    if isinstance(tags, Sequence) and not isinstance(tags, str):
+        # pyarrow hands map columns to pandas as lists of (key, value) pairs
+        for pair in tags:
+            if isinstance(pair, tuple | list) and len(pair) == 2 and pair[0] == key:
+                return str(pair[1])
+    return ""
+
+
+def _iso(value: Any) -> str:
+    import pandas as pd
+
+    return str(pd.Timestamp(value).isoformat())
+
+
+def timeline_figure(
+    marks: pd.DataFrame | None,
+    runs: pd.DataFrame | None,
+    *,
+    start: datetime,
+    end: datetime,
+) -> dict[str, Any]:
+    """A Plotly figure dict: health transitions, alerts and load runs in lanes over time.
+
+    ``marks`` holds ``health``/``alert`` records (``time``, ``kind``, ``name``,
+    ``tags`` with ``state``/``previous``/``reason`` or ``severity``/``state``/
+    ``reason``); ``runs`` one row per load run (``run_id``, ``first``, ``last``,
+    optionally ``requests`` and ``errors``). With neither, the chart still shows
+    the range, with one line saying nothing was recorded.
+    """
+    traces: list[dict[str, Any]] = []
+    lanes: list[str] = []
+
+    def lane(label: str) -> str:
+        if label not in lanes:
+            lanes.append(label)
+        return label
+
+    if runs is not None and not runs.empty:
+        xs: list[str | None] = []
+        ys: list[str | None] = []
+        texts: list[str | None] = []
+        for row in runs.itertuples(index=False):
+            label = lane(f"load · {row.run_id}")
+            note = f"run {row.run_id}: {getattr(row, 'requests', '?')} requests"
+            if getattr(row, "errors", None) is not None:
+                note += f", {row.errors} errors"
+            xs += [_iso(row.first), _iso(row.last), None]
+            ys += [label, label, None]
+            texts += [note, note, None]
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "load run",
+                "x": xs,
+                "y": ys,
+                "text": texts,
+                "hoverinfo": "text+x",
+                "line": {"width": 14, "color": "#7e57c2"},
+            }
+        )
+    if marks is not None and not marks.empty:
+        health = marks[marks["kind"] == "health"]
+        alerts = marks[marks["kind"] == "alert"]
+        by_level: dict[str, dict[str, list[str]]] = {}
+        for row in health.itertuples(index=False):
+            state = _tag(row.tags, "state") or "unknown"
+            level = _STATE_LEVEL.get(state, "none")
+            bucket = by_level.setdefault(level, {"x": [], "y": [], "text": []})
+            bucket["x"].append(_iso(row.time))
+            bucket["y"].append(lane(f"health · {row.name}"))
+            previous = _tag(row.tags, "previous") or "?"
+            bucket["text"].append(f"{row.name}: {previous} → {state}. {_tag(row.tags, 'reason')}")
+        for level, points in by_level.items():
+            traces.append(
+                {
+                    "type": "scatter",
+                    "mode": "markers",
+                    "name": f"health: {level}",
+                    **points,
+                    "hoverinfo": "text+x",
+                    "marker": {"size": 12, "color": _LEVEL_COLOUR[level], "symbol": "circle"},
+                }
+            )
+        by_state: dict[tuple[str, str], dict[str, list[str]]] = {}
+        for row in alerts.itertuples(index=False):
+            state = _tag(row.tags, "state") or "raised"
+            severity = _tag(row.tags, "severity") or "warning"
+            key = (state, severity)
+            bucket = by_state.setdefault(key, {"x": [], "y": [], "text": []})
+            bucket["x"].append(_iso(row.time))
+            bucket["y"].append(lane(f"alert · {row.name}"))
+            bucket["text"].append(f"{row.name} {state} ({severity}): {_tag(row.tags, 'reason')}")
+        for (state, severity), points in sorted(by_state.items()):
+            cleared = state == "cleared"
+            traces.append(
+                {
+                    "type": "scatter",
+                    "mode": "markers",
+                    "name": f"alert {state}" + ("" if cleared else f" ({severity})"),
+                    **points,
+                    "hoverinfo": "text+x",
+                    "marker": {
+                        "size": 13,
+                        "symbol": "circle-open" if cleared else "triangle-up",
+                        "color": "#2e7d32"
+                        if cleared
+                        else _SEVERITY_COLOUR.get(severity, "#ef6c00"),
+                        "line": {"width": 2},
+                    },
+                }
+            )
+    annotations = []
+    if not traces:
+        label = lane("nothing recorded")
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "nothing recorded",
+                "x": [_iso(start), _iso(end)],
+                "y": [label, label],
+                "line": {"color": "#bdbdbd", "dash": "dot"},
+                "hoverinfo": "skip",
+            }
+        )
+        annotations.append(
+            {
+                "text": "no health transitions, alerts or load runs in this range",
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0.5,
+                "y": 0.5,
+                "showarrow": False,
+                "font": {"color": "#757575"},
+            }
+        )
+    return {
+        "data": traces,
+        "layout": {
+            "title": {"text": "Timeline: health transitions, alerts and load runs"},
+            "height": 140 + 34 * len(lanes),
+            "margin": {"l": 170, "r": 20, "t": 50, "b": 40},
+            "xaxis": {"type": "date", "range": [_iso(start), _iso(end)]},
+            "yaxis": {
+                "type": "category",
+                "categoryorder": "array",
+                "categoryarray": list(reversed(lanes)),
+            },
+            "showlegend": True,
+            "legend": {"orientation": "h", "y": -0.25},
+            "annotations": annotations,
+        },
+    }
+
+
+def write_pngs(
+    figures: Mapping[str, Mapping[str, Any]], folder: str | os.PathLike[str]
+) -> list[Path]:
+    """One PNG per figure in ``folder`` (``<name>.png``), drawn by kaleido in one session."""
+    import plotly.io as pio  # type: ignore[import-untyped]
+
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    paths = [target / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + ".png") for name in figures]
+    sized = []
+    for fig in figures.values():
+        layout = dict(fig.get("layout") or {})
+        layout.setdefault("width", 1000)
+        layout.setdefault("height", 420)
+        sized.append({"data": list(fig.get("data", [])), "layout": layout})
+    pio.write_images(sized, [str(p) for p in paths], format="png", validate=False)
+    return paths
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def main_report(argv: Sequence[str]) -> int:
+    """``perfnb report``: the post-mortem of a time range of a store as one HTML file.
+
+    Exit codes: 0 written, 1 the notebook failed, 2 bad arguments.
+    """
+    parser = argparse.ArgumentParser(
+        prog="perfnb report",
+        description=(
+            "Run notebooks/03_post_mortem.ipynb headless over a time range of a store and "
+            "write one self-contained HTML file (charts frozen, plotly.js inline, no code)."
+        ),
+    )
+    parser.add_argument("--store", required=True, help="the store folder")
+    parser.add_argument(
+        "--from", dest="start", required=True, help="start, ISO 8601 (no offset means UTC)"
+    )
+    parser.add_argument("--to", dest="end", required=True, help="end (exclusive), ISO 8601")
+    parser.add_argument("--baseline", help="a saved baseline to compare the range with")
+    parser.add_argument("--out", default="report.html", help="the HTML file (default: %(default)s)")
+    parser.add_argument("--png", metavar="DIR", help="also write one PNG per chart into DIR")
+    parser.add_argument("--notebook", help="another post-mortem notebook to run")
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds per cell (default: %(default)s)"
+    )
+    args = parser.parse_args(list(argv))
+    try:
+        report = build_report(
+            args.store,
+            args.start,
+            args.end,
+            out=args.out,
+            baseline=args.baseline,
+            png=args.png,
+            notebook=args.notebook,
+            timeout=args.timeout,
+        )
+    except ReportError as exc:
+        print(f"perfnb report: {exc}", file=sys.stderr)
+        return 1
+    except PerfnbError as exc:
+        print(f"perfnb report: {exc}", file=sys.stderr)
+        return 2
+    size = report.html.stat().st_size / 1024
+    print(
+        f"wrote {report.html} ({len(report.charts)} charts, {size:,.0f} KiB) "
+        f"in {report.seconds:.1f} s"
+        + (f"; {len(report.pngs)} PNGs in {args.png}" if report.pngs else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_report(sys.argv[1:]))
