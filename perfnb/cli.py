@@ -38,6 +38,26 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
         "start the demo app and JupyterLab with perfnb's notebooks",
     ),
     "load": ("perfnb.load.command", "main_load", "run a load test against a local target"),
+    "impact": (
+        "perfnb.load.impact",
+        "main_impact",
+        "measure what monitoring costs an app: the same load with monitoring off and on",
+    ),
+    "retention": (
+        "perfnb.store.retention",
+        "main_retention",
+        "apply the store's retention policy (or show it with --dry-run)",
+    ),
+    "export": (
+        "perfnb.store.export",
+        "main_export",
+        "export records from a store to CSV, JSON, JSON lines or Parquet",
+    ),
+    "report": (
+        "perfnb.report",
+        "main_report",
+        "the post-mortem of a time range as one static HTML file",
+    ),
 }
 
 

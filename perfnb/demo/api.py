@@ -189,6 +189,13 @@ class Api:
             faulty = login = False
 
         async def handler(request: Request) -> Response:
+            marked = self.faults.serving(template if faulty else "")
+            try:
+                return await serve(request)
+            finally:
+                self.faults.served(marked)
+
+        async def serve(request: Request) -> Response:
             if admin and not self._admin_allowed(request):
                 return Response(status_code=401)  # bare, like the feed: reveals nothing
             tenant = ""  # real traffic; a load run gets its own tenant

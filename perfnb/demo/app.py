@@ -81,7 +81,7 @@ def create_app(
         tmpdir = tempfile.mkdtemp(prefix="perfnb-demo-")
         db_path = Path(tmpdir) / "demo.sqlite3"
     switches = faults if faults is not None else Faults(known_routes=FAULTY_ROUTES)
-    db = Database(db_path, slow_ms=lambda: switches.state.slow_db_ms, span=timing)
+    db = Database(db_path, slow_ms=switches.db_delay_ms, span=timing)
     api = Api(db=db, faults=switches, admin=Authoriser(token=admin_token))
 
     @contextlib.asynccontextmanager

@@ -7,7 +7,8 @@ safety limits are proven against them.
 ==========================  ================================================
 switch                      effect
 ==========================  ================================================
-``slow_db_ms``              every database call sleeps this long first
+``slow_db_ms``              the database calls of the affected routes sleep
+                            this long first
 ``error_rate``              that share of API requests answer a 500
 ``leak_kb_per_request``     each API request retains that many KB for good
 ``polling_runaway``         the front end's poll loop stops backing off and
@@ -32,6 +33,7 @@ import math
 import random
 import threading
 from collections.abc import Collection, Mapping
+from contextvars import ContextVar, Token
 from dataclasses import asdict, dataclass, field, replace
 from typing import Final
 
@@ -49,6 +51,11 @@ _LIMITS: Final[dict[str, tuple[float, float]]] = {
 }
 #: The leak stops growing here, so a forgotten switch cannot take the host down.
 MAX_LEAK_BYTES: Final = 1024 * 1024 * 1024
+
+#: The route template of the request being served, for the database's slow-DB check
+#: (the database runs on worker threads, which inherit the request's context). ``""``
+#: marks a route that faults never hit (admin, health); None is outside any request.
+_ROUTE: ContextVar[str | None] = ContextVar("perfnb_demo_fault_route", default=None)
 
 
 class FaultError(ConfigError):
@@ -110,6 +117,28 @@ class Faults:
     def state(self) -> FaultState:
         """The current switches."""
         return self._state
+
+    @staticmethod
+    def serving(route: str | None) -> Token[str | None]:
+        """Mark the current request's route (``""`` for one faults never hit)."""
+        return _ROUTE.set(route)
+
+    @staticmethod
+    def served(token: Token[str | None]) -> None:
+        """Undo :meth:`serving` when the request ends."""
+        _ROUTE.reset(token)
+
+    def db_delay_ms(self) -> float:
+        """How long the current database call sleeps: the slow-DB fault, if it hits here."""
+        state = self._state
+        if state.slow_db_ms <= 0:
+            return 0.0
+        route = _ROUTE.get()
+        if route is None:  # outside the API's requests: only an unscoped fault applies
+            hit = not state.routes
+        else:
+            hit = route != "" and state.applies_to(route)
+        return state.slow_db_ms if hit else 0.0
 
     @property
     def leaked_bytes(self) -> int:

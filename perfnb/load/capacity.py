@@ -5,7 +5,10 @@
 for coordinated omission) stays within ``slo_p95_ms``, the error rate within
 ``slo_error_rate``, and the generator held the asked rate (within 5 %). The
 answer is the highest rate that passed, the first route to fail, and where that
-route's time went (app, db, network — from Server-Timing).
+route's time went (app, db, network — from Server-Timing). ``bottleneck`` judges
+the steps as levels of load (:mod:`perfnb.load.bottleneck`): the first route to
+degrade against its own figures at the lowest step, which may come before the
+SLO fails.
 
 >>> cap = find_capacity("http://127.0.0.1:8000", scenario, slo_p95_ms=50)   # doctest: +SKIP
 >>> cap.highest_sustained_rate, cap.first_failed_route                      # doctest: +SKIP
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perfnb.errors import ConfigError
+from perfnb.load.bottleneck import Bottleneck, Level, figures_of_cell, find_bottleneck
 from perfnb.load.engine import Target
 from perfnb.load.result import RunResult
 from perfnb.load.runner import LoadRun
@@ -51,6 +55,7 @@ class CapacityResult:
     why: str
     breakdown: dict[str, float]
     steps: list[CapacityStep] = field(default_factory=list)
+    bottleneck: Bottleneck | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-friendly dict."""
@@ -60,6 +65,7 @@ class CapacityResult:
             "why": self.why,
             "breakdown": self.breakdown,
             "steps": [_step_json(s) for s in self.steps],
+            "bottleneck": None if self.bottleneck is None else self.bottleneck.to_json(),
         }
 
 
@@ -122,6 +128,7 @@ def find_capacity(
             msg = f"{name}={value!r}: accepted: a positive number"
             raise ConfigError(msg)
     steps: list[CapacityStep] = []
+    levels: list[Level] = []
     highest = 0.0
     rate = start
     while rate <= max_rate:
@@ -130,6 +137,7 @@ def find_capacity(
         result = run.wait()
         judged = _judge(result, rate, slo_p95_ms, slo_error_rate)
         steps.append(judged)
+        levels.append(Level(rate, {k: figures_of_cell(c) for k, c in run.route_cells().items()}))
         if not judged.passed:
             return CapacityResult(
                 highest_sustained_rate=highest,
@@ -137,10 +145,18 @@ def find_capacity(
                 why=judged.why,
                 breakdown=_breakdown(run, judged.failed_route),
                 steps=steps,
+                bottleneck=find_bottleneck(levels, unit="req/s"),
             )
         highest = rate
         rate += step
-    return CapacityResult(highest, "", f"no failure up to {max_rate:g}/s", {}, steps)
+    return CapacityResult(
+        highest,
+        "",
+        f"no failure up to {max_rate:g}/s",
+        {},
+        steps,
+        bottleneck=find_bottleneck(levels, unit="req/s"),
+    )
 
 
 def _breakdown(run: LoadRun, route: str) -> dict[str, float]:

@@ -2,12 +2,17 @@
 
     perfnb load --target URL --preset NAME [--users N] [--rate R] [--duration 60s]
                 [--config FILE.json] [--store DIR] [--json] [--workers N]
-                [--allow-host HOST] [--keep-run-data]
+                [--allow-host HOST] [--keep-run-data] [--no-feed]
 
 Prints a summary table (per route: count, rate, p50/p95/p99 corrected and
-uncorrected, errors, and the stop reason); ``--json`` prints the same as one JSON
-object. Exit status: 0 when the run completed, 3 when a safety limit or an
-interrupt stopped it, 2 for a refused target or a wrong option.
+uncorrected, errors, the stop reason, and the bottleneck: the first route to
+degrade as the load grew and where its time went, see
+:mod:`perfnb.load.bottleneck`); ``--json`` prints the same as one JSON object.
+While the run goes, the command follows the app's perfnb feed when it has one
+(``PERFNB_TOKEN`` if the app wants a token; ``--no-feed`` not to), so the time
+split also covers rates above the engine's per-request record rate.
+Exit status: 0 when the run completed, 3 when a safety limit or an interrupt
+stopped it, 2 for a refused target or a wrong option.
 
 >>> parse_duration("90s"), parse_duration("2m"), parse_duration("1500ms")
 (90.0, 120.0, 1.5)
@@ -16,21 +21,25 @@ interrupt stopped it, 2 for a refused target or a wrong option.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import sys
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from perfnb.errors import ConfigError, PerfnbError
 from perfnb.load.config import LoadConfig, load_config
 from perfnb.load.engine import RUN_HEADER, Target, check_target
+from perfnb.load.levels import LevelRecorder
 from perfnb.load.presets import PRESETS, build_preset
 from perfnb.load.runner import run_load
 from perfnb.load.safety import Limits
 
-__all__ = ["main_load", "parse_duration"]
+__all__ = ["drop_run_data", "main_load", "parse_duration"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -61,7 +70,55 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep-run-data", action="store_true", help="do not ask the app to drop the run's tenant"
     )
+    p.add_argument(
+        "--no-feed", action="store_true", help="do not follow the app's perfnb feed during the run"
+    )
     return p
+
+
+def _app_seq(target: Target) -> int:
+    """The app's newest record number (its perfnb control endpoint), 0 when unknown."""
+    token = os.environ.get("PERFNB_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(
+        f"{target.url}/api/performance-metrics/control", headers=headers
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=5.0) as answer:
+            return int(json.loads(answer.read()).get("seq", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+
+
+def _seq(last_event_id: str) -> int:
+    try:
+        return int(last_event_id.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+@contextlib.contextmanager
+def _app_records(target: Target, levels: LevelRecorder, *, follow: bool) -> Iterator[None]:
+    """Feed the app's own records of the run to ``levels``, when the app has a perfnb feed."""
+    if not follow:
+        yield
+        return
+    from perfnb.feedclient import connect
+
+    feed = connect(target.url, sink=levels, since="now", backoff=(0.25, 1.0))
+    try:
+        # an app without perfnb answers 404 and the connection gives up at once
+        feed.wait_for(
+            lambda c: c.connected or c.error is not None or c.connect_failures > 0, timeout=5.0
+        )
+        yield
+        last = _app_seq(target) if feed.connected else 0
+        if last:
+            # the feed batches for up to 50 ms: wait (bounded) until it has caught up
+            feed.wait_for(lambda c: _seq(c.last_event_id) >= last, timeout=10.0)
+    finally:
+        feed.close()
 
 
 def _open_store(folder: str) -> Any:
@@ -73,9 +130,11 @@ def _open_store(folder: str) -> Any:
     return Store(folder)
 
 
-def _drop_run_data(target: Target, run_id: str) -> None:
-    # the demo app keeps a run's data in a tenant keyed by the run id; ask it to go.
-    # Apps without the endpoint answer 404/401, which is fine.
+def drop_run_data(target: Target, run_id: str) -> None:
+    """Ask the app to drop a run's data (the demo app keeps it in a tenant per run id).
+
+    Apps without the endpoint answer 404 or 401, which is fine; never raises.
+    """
     request = urllib.request.Request(
         f"{target.url}/api/admin/runs/{run_id}", method="DELETE", headers={RUN_HEADER: run_id}
     )
@@ -114,21 +173,25 @@ def main_load(argv: list[str]) -> int:
         limits = config.limits if config else Limits()
         scenario, shape, _ = build_preset(preset, target, run_id=run_id, overrides=overrides)
         store = _open_store(args.store) if args.store else None
-        result = run_load(
-            target,
-            scenario,
-            shape,
-            run_id=run_id,
-            workers=args.workers,
-            limits=limits,
-            store=store,
-            name=preset,
-        )
+        levels = LevelRecorder(run_id=run_id)
+        with _app_records(target, levels, follow=not args.no_feed):
+            result = run_load(
+                target,
+                scenario,
+                shape,
+                run_id=run_id,
+                workers=args.workers,
+                limits=limits,
+                store=store,
+                sink=levels,
+                name=preset,
+            )
+        result.bottleneck = levels.bottleneck(shape=shape)
     except PerfnbError as exc:
         print(f"perfnb load: {exc}", file=sys.stderr)
         return 2
     if not args.keep_run_data:
-        _drop_run_data(target, result.run_id)
+        drop_run_data(target, result.run_id)
     if args.json:
         print(json.dumps(result.to_json(), indent=None, default=str))
     else:

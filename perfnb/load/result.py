@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from perfnb.load.bottleneck import Bottleneck
 from perfnb.load.histogram import Histogram
 from perfnb.load.safety import StopEvent
 from perfnb.load.stats import Cell
@@ -89,7 +90,9 @@ class RunResult:
 
     ``reliable`` is False, with ``unreliable_reasons``, when the generator itself
     may have distorted the figures (a worker saturated its CPU, or the send lag
-    p99 exceeded 5 ms).
+    p99 exceeded 5 ms). ``bottleneck`` (when the run was watched by a
+    :class:`~perfnb.load.levels.LevelRecorder`, as ``perfnb load`` does) names
+    the first route to degrade as the load grew and where its time went.
     """
 
     run_id: str
@@ -114,6 +117,7 @@ class RunResult:
     journey_errors: int
     reliable: bool
     unreliable_reasons: list[str] = field(default_factory=list)
+    bottleneck: Bottleneck | None = None
 
     @property
     def send_lag_p99_ms(self) -> float:
@@ -143,6 +147,7 @@ class RunResult:
             "journey_errors": self.journey_errors,
             "reliable": self.reliable,
             "unreliable_reasons": self.unreliable_reasons,
+            "bottleneck": None if self.bottleneck is None else self.bottleneck.to_json(),
         }
 
     def table(self) -> str:
@@ -171,4 +176,6 @@ class RunResult:
         )
         if not self.reliable:
             lines.append("UNRELIABLE: " + "; ".join(self.unreliable_reasons))
+        if self.bottleneck is not None:
+            lines.append(self.bottleneck.describe())
         return "\n".join(lines)

@@ -16,6 +16,7 @@ run, a store replay). plotly.js (the ~1 MB basic bundle) is loaded once per page
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +32,7 @@ from perfnb.widgets._base import ChartWidget, LazyEsm
 from perfnb.widgets.aggregate import Aggregator, Filters
 from perfnb.widgets.charts import dashboard_figures
 from perfnb.widgets.lights import AlertLog, HealthRules, evaluate
+from perfnb.widgets.readouts import Readouts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -98,6 +100,9 @@ class Dashboard(ChartWidget):
     sources = traitlets.List(traitlets.Unicode()).tag(sync=True)
     paused = traitlets.Bool(False).tag(sync=True)
     max_routes = traitlets.Int(6).tag(sync=True)
+    #: One-line readouts: ``overhead`` (perfnb's share of server time, last minute) and
+    #: ``bottleneck`` (the last load run's first route to degrade); see :mod:`.readouts`.
+    readouts = traitlets.Dict().tag(sync=True)
 
     def __init__(
         self,
@@ -150,11 +155,14 @@ class Dashboard(ChartWidget):
             clock=clock,
         )
         self.alerts = AlertLog(clock=clock)
+        self.readout_state = Readouts(clock=clock)
+        self.readouts = self.readout_state.text()
         self.health: dict[str, p.HealthLight] = {}
         #: The last message sent to the browser, and how many were sent.
         self.last_update: p.UpdateMsg | None = None
         self.updates_sent = 0
         self.callback_errors = 0
+        self.readout_errors = 0
         self._send_lock = threading.Lock()
         self._stream = stream
         if history:
@@ -178,6 +186,7 @@ class Dashboard(ChartWidget):
             for rec in records:
                 if rec.get("kind") == "alert":
                     self._alert_record(rec)
+            self._update_readouts(records)
             # deliveries come every `every` s; a full batch can come sooner, and then
             # its seconds wait (dirty) for the next delivery
             if not self.paused and time.monotonic() - self._last_push >= 0.9 * self._every:
@@ -193,6 +202,21 @@ class Dashboard(ChartWidget):
             level = "warning"
         message = tags.get("message") or rec.get("error_message") or rec.get("name") or "alert"
         self.alerts.add(level, rec.get("source", ""), str(message), t=rec["time"].timestamp())
+
+    def _update_readouts(self, records: list[Record]) -> None:
+        try:
+            state = self.readout_state
+            if state.take(records) and state.bottleneck is not None and state.bottleneck.found:
+                run = state.bottleneck_run
+                self.alerts.add("info", "load", f"load run {run}: {state.bottleneck.describe()}")
+            if state.overhead_due():
+                state.update_overhead(self._stream.frame(window=60))
+            text = state.text()
+            if text != self.readouts:
+                self.readouts = text
+        except Exception:
+            # the readouts are extras: the charts go on without them, and the count says so
+            self.readout_errors += 1
 
     # -- controls ------------------------------------------------------------------------
     def _on_filters(self, change: Mapping[str, Any]) -> None:
@@ -264,6 +288,9 @@ class Dashboard(ChartWidget):
         return freeze_figures(
             self.figures(),
             title=self.title,
+            tables={
+                "readouts": "".join(f"<p>{html.escape(v)}</p>" for v in self.readouts.values())
+            },
             health=self.health,
             alerts=self.alerts.items,
             png=png,

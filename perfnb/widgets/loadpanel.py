@@ -12,6 +12,11 @@ stop buttons are handled at once while it runs. Emergency stop halts all sending
 now (workers that do not obey within 2 s are killed). The configuration is the
 requirements document's JSON: :meth:`LoadTestPanel.config` writes it and
 :meth:`LoadTestPanel.load_config` reads it (either form perfnb accepts).
+
+When the run ends, the summary names its bottleneck (the first route to degrade
+as the load grew, and where its time went; :mod:`perfnb.load.bottleneck`): each
+row says at which load its route degraded (``degrades_at``) and where most of
+its time went (``time_in``), and ``summary["bottleneck"]`` says it in a line.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from perfnb.errors import ConfigError, PerfnbError
 from perfnb.widgets._base import ChartWidget, LazyEsm
 
 if TYPE_CHECKING:
+    from perfnb.load.bottleneck import Bottleneck
     from perfnb.load.result import RunResult
     from perfnb.load.runner import LoadRun
     from perfnb.widgets.freeze import Frozen
@@ -231,6 +237,7 @@ class LoadTestPanel(ChartWidget):
             run.stop(reason, message)
 
     def _drive(self, cfg: Any) -> None:
+        from perfnb.load.levels import LevelRecorder
         from perfnb.load.presets import Params, build_preset
         from perfnb.load.runner import LoadRun
 
@@ -240,6 +247,9 @@ class LoadTestPanel(ChartWidget):
             scenario, shape, _params = build_preset(
                 cfg.scenario, self._target, run_id=run_id, params=Params(), overrides=overrides
             )
+            levels = LevelRecorder(
+                run_id=run_id, sink=self._stream.push if self._stream is not None else None
+            )
             run = LoadRun(
                 self._target,
                 scenario,
@@ -247,7 +257,7 @@ class LoadTestPanel(ChartWidget):
                 run_id=run_id,
                 workers=self._workers,
                 limits=cfg.limits,
-                sink=self._stream.push if self._stream is not None else None,
+                sink=levels,
                 store=self._store,
             )
             with self._lock:
@@ -260,8 +270,10 @@ class LoadTestPanel(ChartWidget):
             while run.running:
                 self._tick(run)
                 time.sleep(_TICK_S)
-            self.result = run.wait()
-            self._finish(self.result)
+            result = run.wait()
+            result.bottleneck = levels.bottleneck(shape=shape)
+            self.result = result
+            self._finish(result)
         except PerfnbError as exc:
             self.error = str(exc)
             self.status = "failed"
@@ -297,6 +309,7 @@ class LoadTestPanel(ChartWidget):
         }
 
     def _finish(self, result: RunResult) -> None:
+        b = result.bottleneck
         rows = [
             {
                 "route": f"{r.method} {r.route}".strip(),
@@ -306,6 +319,7 @@ class LoadTestPanel(ChartWidget):
                 "p95_ms": round(r.p95_ms, 2),
                 "p99_ms": round(r.p99_ms, 2),
                 "errors": r.errors,
+                **_bottleneck_cells(b, f"{r.method} {r.route}".strip()),
             }
             for r in [*result.routes, result.total]
         ]
@@ -317,6 +331,7 @@ class LoadTestPanel(ChartWidget):
             "reliable": result.reliable,
             "unreliable_reasons": list(result.unreliable_reasons),
             "rows": rows,
+            "bottleneck": b.describe() if b is not None else "",
         }
         self.progress = {**self.progress, "remaining_s": 0.0}
         self.status = "finished"
@@ -365,8 +380,8 @@ class LoadTestPanel(ChartWidget):
         s = self.summary
         caption = (
             f"Run {s.get('run_id', '-')}: stopped by {s.get('stop_reason', '-')} "
-            f"after {s.get('elapsed_s', 0)} s"
-        )
+            f"after {s.get('elapsed_s', 0)} s. {s.get('bottleneck', '')}"
+        ).strip()
         return freeze_figures(
             figures,
             title=f"{self.title} · {self.preset}",
@@ -381,3 +396,18 @@ class LoadTestPanel(ChartWidget):
         if run is not None and run.running:
             run.stop("interrupt", "panel closed")
         super().close()
+
+
+def _bottleneck_cells(b: Bottleneck | None, route: str) -> dict[str, str]:
+    """A summary row's bottleneck columns: the load its route degraded at, and its main part."""
+    if b is None:
+        return {}
+    if route not in b.degraded_at:
+        return {"degrades_at": "", "time_in": ""}
+    level = b.degraded_at[route]
+    if level is None:
+        return {"degrades_at": "held", "time_in": ""}
+    return {
+        "degrades_at": f"{level:g} {b.unit}" + (" (first)" if route == b.route else ""),
+        "time_in": b.causes.get(route, ""),
+    }

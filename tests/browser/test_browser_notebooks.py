@@ -32,6 +32,15 @@ def _chart_points(lab_page: Any, chart: str) -> int:
     return int(value)
 
 
+def _readout(lab_page: Any, name: str) -> str:
+    text = lab_page._eval(
+        "(n) => { const r = document.querySelector(`.perfnb-dashboard .perfnb-readout"
+        '[data-readout="${n}"]`); return r ? r.textContent : ""; }',
+        name,
+    )
+    return str(text)
+
+
 def _wait(predicate: Any, *, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -74,6 +83,12 @@ def test_live_dashboard_paints_and_follows_the_demo_app(lab_page: Any) -> None:
         ".perfnb-dashboard .perfnb-light[data-light='serverResponse']", "data-state"
     )
     assert light in {"good", "slow", "timeout"}
+    # perfnb's own cost, from the middleware's overhead records, as a share of server time
+    _wait(
+        lambda: "% of server time" in _readout(lab_page, "overhead"),
+        timeout=30,
+        what="the overhead readout",
+    )
     lab_page.screenshot("dashboard-with-traffic", selector=".perfnb-dashboard")
 
     for index in rest:

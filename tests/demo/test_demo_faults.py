@@ -168,6 +168,42 @@ def test_faults_can_target_one_route(demo: Any) -> None:
 
 
 @pytest.mark.slow
+def test_slow_db_can_target_one_route(demo: Any) -> None:
+    def db_ms(response: httpx.Response) -> float:
+        spans = dict(
+            part.strip().split(";dur=", 1)
+            for part in response.headers["server-timing"].split(",")
+            if ";dur=" in part
+        )
+        return float(spans["db"])
+
+    with demo.guest() as client:
+        _set(demo, slow_db_ms=200, routes=["/api/cards"])
+        try:
+            slowed = client.get("/api/cards")
+            spared = client.get("/api/conversations")
+        finally:
+            _set(demo, slow_db_ms=0, routes=[])
+        assert (slowed.status_code, spared.status_code) == (200, 200)
+        assert db_ms(slowed) >= 200
+        assert db_ms(spared) < 200
+
+
+def test_slow_db_outside_requests_follows_the_scope() -> None:
+    faults = Faults(known_routes={"/api/cards"})
+    faults.update({"slow_db_ms": 30})
+    assert faults.db_delay_ms() == 30  # unscoped: every call
+    token = faults.serving("")
+    assert faults.db_delay_ms() == 0  # admin and health are spared
+    faults.served(token)
+    faults.update({"routes": ["/api/cards"]})
+    assert faults.db_delay_ms() == 0  # scoped: calls outside a request are spared
+    token = faults.serving("/api/cards")
+    assert faults.db_delay_ms() == 30
+    faults.served(token)
+
+
+@pytest.mark.slow
 def test_leak_grows_the_app_rss(demo: Any) -> None:
     process = psutil.Process(demo.pid)
     with demo.guest() as client:

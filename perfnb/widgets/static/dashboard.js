@@ -352,6 +352,7 @@ function render({ model, el }) {
   const header = h("div", { class: "perfnb-header" }, h("b", { class: "perfnb-title" }, model.get("title")), status);
   const controls = h("div", { class: "perfnb-controls" });
   const lights = h("div", { class: "perfnb-lights" });
+  const readouts = h("div", { class: "perfnb-readouts" });
   const grid = h("div", { class: "perfnb-grid" });
   const alerts = h("ul", { class: "perfnb-alerts" });
   const divs = {};
@@ -359,7 +360,18 @@ function render({ model, el }) {
     divs[id] = h("div", { class: "perfnb-chart", "data-chart": id, "data-updates": "0" });
     grid.append(divs[id]);
   }
-  el.replaceChildren(header, controls, lights, grid, h("div", { class: "perfnb-subtitle" }, "Alerts"), alerts);
+  el.replaceChildren(header, controls, lights, readouts, grid, h("div", { class: "perfnb-subtitle" }, "Alerts"), alerts);
+  // one line each: perfnb's own share of server time, and the last load run's bottleneck
+  const paintReadouts = () => {
+    const text = model.get("readouts") || {};
+    readouts.replaceChildren(
+      ...["overhead", "bottleneck"]
+        .filter((key) => text[key])
+        .map((key) => h("span", { class: "perfnb-readout", "data-readout": key }, text[key])),
+    );
+  };
+  paintReadouts();
+  model.on("change:readouts", paintReadouts);
   const paintChoices = renderControls(model, st, controls);
   model.on("change:title", () => {
     header.querySelector(".perfnb-title").textContent = model.get("title");
