@@ -135,10 +135,8 @@ class Faults:
             return 0.0
         route = _ROUTE.get()
         if route is None:  # outside the API's requests: only an unscoped fault applies
-            hit = not state.routes
-        else:
-            hit = route != "" and state.applies_to(route)
-        return state.slow_db_ms if hit else 0.0
+            return 0.0 if state.routes else state.slow_db_ms
+        return state.slow_db_ms if route and state.applies_to(route) else 0.0
 
     @property
     def leaked_bytes(self) -> int:
