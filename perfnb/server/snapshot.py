@@ -29,7 +29,10 @@ unless asked, restricted to one route when ``route`` is given (``"*"`` means all
   or ``poor``.
 
 A metric with no records in the window is ``null``; a health rule with no
-records is ``"unknown"``. The health issue refines these rules.
+records is ``"unknown"``. perfnb's health engine (``perfnb.analysis.health``, on
+the notebook side) refines these rules with baselines, hysteresis and
+per-client runaway detection; the thresholds here are the defaults of its
+``HealthConfig`` (keep them in step).
 
 >>> from datetime import datetime, timezone
 >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)

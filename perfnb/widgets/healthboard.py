@@ -7,8 +7,11 @@ monitoring controls (on/off, which kinds it records, sampling) through its feed.
 Each endpoint (route template) is judged over the last ``rules.window_s`` seconds
 of real traffic: **failing** when ≥ 20% of its requests fail, **timeout** when ≥ 1%
 time out or its p95 reaches ``rules.timeout_ms``, **degraded** when ≥ 5% fail,
-**slow** when its p95 reaches ``rules.slow_ms``, **good** otherwise. The three
-app-wide lights of the dashboard head the board.
+**slow** when its p95 reaches ``rules.slow_ms``, **good** otherwise; an alert the
+health engine holds open on the endpoint (degradation against its baseline, error
+rate, timeouts, a runaway poller) is added to its reason. The three app-wide
+lights head the board: the states of perfnb's health engine
+(:mod:`perfnb.analysis.health`, thresholds in ``health=``), with their reasons.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from typing import Any, Final
 import numpy as np
 import traitlets
 
+from perfnb.analysis.health import HealthEngine
+from perfnb.analysis.healthconfig import HealthConfig
 from perfnb.errors import ConfigError, PerfnbError
 from perfnb.schema import KINDS, Record
 from perfnb.widgets._base import ChartWidget, LazyEsm
 from perfnb.widgets.aggregate import Aggregator, Filters
 from perfnb.widgets.dashboard import StreamLike
-from perfnb.widgets.lights import HealthRules, evaluate, server_response
+from perfnb.widgets.lights import HealthRules, engine_lights, server_response
 
 __all__ = ["HealthBoard", "endpoint_health"]
 
@@ -51,6 +56,8 @@ class HealthBoard(ChartWidget):
     """Per-endpoint health from ``stream``, and monitoring controls for the app at ``app_url``.
 
     ``exclude_load=False`` judges load-test traffic too (during a load test).
+    ``health``: the health engine's thresholds (:class:`HealthConfig`); the engine
+    itself is :attr:`engine`.
     """
 
     _esm = LazyEsm("healthboard")
@@ -69,6 +76,7 @@ class HealthBoard(ChartWidget):
         app_url: str | None = None,
         token: str | None = None,
         rules: HealthRules | None = None,
+        health: HealthConfig | None = None,
         exclude_load: bool = True,
         every: float = 1.0,
         title: str = "perfnb · health",
@@ -83,7 +91,11 @@ class HealthBoard(ChartWidget):
             filters=Filters(exclude_load=exclude_load),
             clock=clock,
         )
-        self.aggregator.add_frame(stream.frame(window=self.rules.window_s))
+        history = stream.frame(window=self.rules.window_s)
+        self.aggregator.add_frame(history)
+        config = (health or HealthConfig()).replace(include_load=not exclude_load)
+        self.engine = HealthEngine(config, clock=clock)
+        self.engine.replay(history)
         self.refresh()
         self._subscription: Any = stream.subscribe(self._on_records, every=every)
         self.on_msg(self._on_control_msg)
@@ -95,15 +107,21 @@ class HealthBoard(ChartWidget):
 
     def _on_records(self, records: list[Record]) -> None:
         self.aggregator.add_records(records)
+        self.engine.observe(records)
         self.refresh()
 
     def refresh(self) -> None:
         """Judge every endpoint and the app-wide lights again."""
         window = self.rules.window_s
-        self.lights = dict(evaluate(self.aggregator.window_figures(window), self.rules))
+        self.lights = dict(engine_lights(self.engine.states))
+        open_alerts: dict[str, list[str]] = {}
+        for alert in self.engine.active_alerts:
+            open_alerts.setdefault(alert.get("route", ""), []).append(alert.get("name", ""))
         rows = []
         for route, fig in sorted(self.aggregator.route_figures(window).items()):
             health = endpoint_health(fig, self.rules)
+            if route in open_alerts:
+                health["reason"] += "; alert: " + ", ".join(sorted(open_alerts[route]))
             durations = fig["durations"]
             p95 = float(np.percentile(durations, 95)) if len(durations) else 0.0
             rows.append(

@@ -23,7 +23,10 @@ light                  states                           rule (over the last ``wi
 =====================  ===============================  ==================================
 
 A light with nothing to judge says ``unknown`` and why. These are deliberately
-simple rules; perfnb's health analysis refines them (baselines, hysteresis).
+simple rules over one window of figures; perfnb's health engine
+(:mod:`perfnb.analysis.health`: baselines, hysteresis, per-client runaways) is the
+refined version, and :func:`engine_lights` shows its states as lights (the
+health board does).
 
 >>> rules = HealthRules()
 >>> server_response({"count": 0, "durations": [], "timeouts": 0}, rules)["state"]
@@ -39,6 +42,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from perfnb.analysis.health import STATES, HealthState
 from perfnb.widgets._protocols import AlertItem, HealthLight
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "HealthRules",
     "api_polling",
     "client_performance",
+    "engine_lights",
     "evaluate",
     "server_response",
 ]
@@ -157,6 +162,27 @@ def evaluate(fig: Mapping[str, Any], rules: HealthRules) -> dict[str, HealthLigh
         "serverResponse": server_response(fig, rules),
         "clientPerformance": client_performance(fig, rules),
     }
+
+
+_LEVELS: Final = ("ok", "warn", "bad")
+
+
+def engine_lights(states: Mapping[str, HealthState]) -> dict[str, HealthLight]:
+    """The health engine's states (:attr:`HealthEngine.states`) as the three lights.
+
+    >>> from perfnb.analysis.health import HealthEngine
+    >>> engine_lights(HealthEngine().states)["apiPolling"]["level"]
+    'unknown'
+    """
+    out: dict[str, HealthLight] = {}
+    for name in LIGHTS:
+        state = states.get(name)
+        if state is None or state.state not in STATES[name]:
+            reason = state.reason if state is not None else "no data yet"
+            out[name] = _light("unknown", "unknown", reason)
+            continue
+        out[name] = _light(state.state, _LEVELS[STATES[name].index(state.state)], state.reason)
+    return out
 
 
 _RANK: Final = {"unknown": 0, "ok": 0, "warn": 1, "bad": 2}
