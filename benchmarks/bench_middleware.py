@@ -6,6 +6,9 @@ an empty body, a ``send`` that drops the messages — so no server and no networ
 enter the figures. Contenders, each on its own copy of the app:
 
 * ``bare``        no middleware;
+* ``timer``       the least a timing middleware does (two clock reads, a fixed
+  ``Server-Timing`` header, a tuple per request in a deque): the yardstick the
+  targets were set against (~6 µs where they were set);
 * ``perfnb``      :class:`perfnb.server.PerfnbMiddleware` as apps run it: every
   request recorded into the monitor's ring (what the feed serves), Server-Timing
   on every response, process samples and overhead records once a second;
@@ -30,16 +33,24 @@ the feed (or the snapshot, or the spool) first reads it; the cost of building an
 SSE-encoding a record for one feed consumer is measured on its own, as the
 metric readers' export is not counted for Prometheus and OpenTelemetry either.
 
+On the 1 ms route the handler times its own CPU, so the added cost is also
+split into what falls outside the handler's work (the middleware's code, which
+runs with caches cooled by the handler and costs more there than on the
+trivial route) and what falls inside it (the handler's own work, which a
+middleware should leave alone: its difference is noise around 0).
+
 Also printed: bytecode instructions per request (``sys.settrace`` opcode events;
 C calls count as one), which do not depend on the machine's load.
 
     python -m benchmarks.bench_middleware           # or: python -m benchmarks middleware
-    PERFNB_BENCH_SCALE=0.2 python -m benchmarks.bench_middleware   # quicker, noisier
+    PERFNB_BENCH_QUICK=1 python -m benchmarks middleware     # quicker, noisier
+    PERFNB_BENCH_SCALE=0.2 python -m benchmarks.bench_middleware   # any fraction
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import random
 import statistics
@@ -60,7 +71,9 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
-SCALE = float(os.environ.get("PERFNB_BENCH_SCALE", "1"))
+SCALE = float(
+    os.environ.get("PERFNB_BENCH_SCALE", "0.3" if os.environ.get("PERFNB_BENCH_QUICK") else "1")
+)
 TARGET_ADDED_US = 8.0
 TARGET_BUSY_PCT = 1.0
 TARGET_VS_PROMETHEUS = 10.0
@@ -86,12 +99,17 @@ def _spin(n: int) -> int:
     return total
 
 
-def make_app(busy_iterations: int) -> Starlette:
+def make_app(busy_iterations: int, spent: list[int] | None = None) -> Starlette:
+    """The app: a trivial route and a ~1 ms CPU route (whose CPU goes to ``spent[0]``)."""
+    tally = spent if spent is not None else [0]
+
     async def trivial(request: Request) -> Response:
         return PlainTextResponse("ok")
 
     async def busy(request: Request) -> Response:
+        start = time.thread_time_ns()
         _spin(busy_iterations)
+        tally[0] += time.thread_time_ns() - start
         return PlainTextResponse("done")
 
     return Starlette(routes=[Route("/trivial", trivial), Route("/busy/{item_id}", busy)])
@@ -109,25 +127,59 @@ def _keep_last() -> Callable[[object], None]:
     return keep
 
 
-def contenders(busy_iterations: int) -> dict[str, ASGIApp]:
-    """Each contender wraps its own copy of the app."""
+class BareTimer:
+    """The least a timing middleware does: two clock reads, a fixed ``Server-Timing``
+    header, a tuple per request in a bounded deque. The yardstick for the targets,
+    which were set where such a timer cost ~6 µs per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.kept: collections.deque[tuple[int, int, str, int]] = collections.deque(maxlen=100_000)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter_ns()
+        status = 0
+
+        def observe(message: Message) -> Awaitable[None]:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message["headers"], _TIMER_HEADER]}
+            result: Awaitable[None] = send(message)
+            return result
+
+        await self.app(scope, receive, observe)
+        self.kept.append((t0, time.perf_counter_ns(), scope["path"], status))
+
+
+_TIMER_HEADER = (b"server-timing", b"app;dur=0.010")
+
+
+def contenders(busy_iterations: int, spent: dict[str, list[int]]) -> dict[str, ASGIApp]:
+    """Each contender wraps its own copy of the app; ``spent[name]`` gets its handler CPU."""
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from prometheus_client import CollectorRegistry
     from prometheus_fastapi_instrumentator import Instrumentator
 
-    apps: dict[str, ASGIApp] = {"bare": make_app(busy_iterations)}
-    apps["perfnb"] = PerfnbMiddleware(make_app(busy_iterations), service="bench")
-    apps["perfnb+sink"] = PerfnbMiddleware(
-        make_app(busy_iterations), service="bench", sink=_keep_last()
-    )
-    prom_app = make_app(busy_iterations)
+    def app(name: str) -> Starlette:
+        spent[name] = [0]
+        return make_app(busy_iterations, spent[name])
+
+    apps: dict[str, ASGIApp] = {"bare": app("bare")}
+    apps["timer"] = BareTimer(app("timer"))
+    apps["perfnb"] = PerfnbMiddleware(app("perfnb"), service="bench")
+    apps["perfnb+sink"] = PerfnbMiddleware(app("perfnb+sink"), service="bench", sink=_keep_last())
+    prom_app = app("prometheus")
     Instrumentator(registry=CollectorRegistry()).instrument(prom_app)
     apps["prometheus"] = prom_app
     reader = InMemoryMetricReader()
     apps["otel"] = OpenTelemetryMiddleware(
-        make_app(busy_iterations), meter_provider=MeterProvider(metric_readers=[reader])
+        app("otel"), meter_provider=MeterProvider(metric_readers=[reader])
     )
     return apps
 
@@ -176,40 +228,68 @@ async def run_batch(app: ASGIApp, path: str, n: int) -> None:
         await app(scope, _receive, _send)
 
 
-def timed_batch(loop: asyncio.AbstractEventLoop, app: ASGIApp, path: str, n: int) -> float:
-    """CPU ns of this thread per request (anything the middleware left to the loop included)."""
+def timed_batch(
+    loop: asyncio.AbstractEventLoop,
+    app: ASGIApp,
+    path: str,
+    n: int,
+    spent: list[int] | None = None,
+) -> tuple[float, float]:
+    """CPU ns of this thread per request (anything the middleware left to the loop
+    included), and of that the handler's own CPU (the 1 ms route's work)."""
+    tally = spent if spent is not None else [0]
+    before = tally[0]
     start = time.thread_time_ns()
     loop.run_until_complete(run_batch(app, path, n))
-    return (time.thread_time_ns() - start) / n
+    return (time.thread_time_ns() - start) / n, (tally[0] - before) / n
+
+
+class Measured:
+    """Per contender, over pairs: (contender - bare) ns per request in all, outside
+    the handler's own CPU, and in the handler's own CPU."""
+
+    def __init__(self) -> None:
+        self.total: list[float] = []
+        self.outside: list[float] = []
+        self.handler: list[float] = []
 
 
 def measure(
-    apps: dict[str, ASGIApp], path: str, *, rounds: int, batch: int
-) -> tuple[list[float], dict[str, list[float]]]:
-    """ns per request of ``bare`` batches, and per contender (contender - bare) of each pair.
+    apps: dict[str, ASGIApp],
+    path: str,
+    *,
+    rounds: int,
+    batch: int,
+    spent: dict[str, list[int]] | None = None,
+) -> tuple[list[float], dict[str, Measured]]:
+    """ns per request of ``bare`` batches, and per contender the differences of each pair.
 
     Every round visits the contenders in a shuffled order; each contender's
     batch is paired with a ``bare`` batch run right before or after it (the
     order is random), so the two sides of a difference see the same load.
     """
+    tallies = spent or {}
     loop = asyncio.new_event_loop()
     try:
-        for app in apps.values():  # warm up caches, routes, first samples
-            timed_batch(loop, app, path, max(20, batch // 5))
+        for name, app in apps.items():  # warm up caches, routes, first samples
+            timed_batch(loop, app, path, max(20, batch // 5), tallies.get(name))
         names = [name for name in apps if name != "bare"]
         bare: list[float] = []
-        diffs: dict[str, list[float]] = {name: [] for name in names}
+        diffs = {name: Measured() for name in names}
         for _ in range(rounds):
             random.shuffle(names)
             for name in names:
                 if random.random() < 0.5:
-                    base = timed_batch(loop, apps["bare"], path, batch)
-                    other = timed_batch(loop, apps[name], path, batch)
+                    base = timed_batch(loop, apps["bare"], path, batch, tallies.get("bare"))
+                    other = timed_batch(loop, apps[name], path, batch, tallies.get(name))
                 else:
-                    other = timed_batch(loop, apps[name], path, batch)
-                    base = timed_batch(loop, apps["bare"], path, batch)
-                bare.append(base)
-                diffs[name].append(other - base)
+                    other = timed_batch(loop, apps[name], path, batch, tallies.get(name))
+                    base = timed_batch(loop, apps["bare"], path, batch, tallies.get("bare"))
+                bare.append(base[0])
+                found = diffs[name]
+                found.total.append(other[0] - base[0])
+                found.outside.append((other[0] - other[1]) - (base[0] - base[1]))
+                found.handler.append(other[1] - base[1])
         return bare, diffs
     finally:
         loop.close()
@@ -323,23 +403,29 @@ def _load() -> str:
 def main() -> None:
     print(f"load average at start (1, 5, 15 min): {_load()} on {os.cpu_count()} CPUs")
     busy_iterations = calibrate_busy()
-    apps = contenders(busy_iterations)
+    spent: dict[str, list[int]] = {}
+    apps = contenders(busy_iterations, spent)
     rounds = max(5, int(25 * SCALE))
     # The 1 ms route's batches vary by a few % from one to the next on a shared
-    # machine, which is several µs per request: more, smaller pairs there.
-    busy_rounds = max(5, int(49 * SCALE))
+    # machine, which is tens of µs per request: many more, smaller pairs there.
+    busy_rounds = max(9, int(120 * SCALE))
     names = [name for name in apps if name != "bare"]
     results: dict[str, dict[str, float]] = {}
     spreads: dict[str, dict[str, float]] = {}
+    outside: dict[str, float] = {}
+    handler: dict[str, float] = {}
     bare_us: dict[str, float] = {}
     for label, path, batch, n_rounds in (
         ("trivial", "/trivial", max(200, int(1000 * SCALE)), rounds),
         ("1 ms", "/busy/42", max(10, int(20 * SCALE)), busy_rounds),
     ):
-        bare, diffs = measure(apps, path, rounds=n_rounds, batch=batch)
+        bare, diffs = measure(apps, path, rounds=n_rounds, batch=batch, spent=spent)
         bare_us[label] = statistics.median(bare) / 1000.0
-        results[label] = {name: added_us(diffs[name]) for name in names}
-        spreads[label] = {name: spread_us(diffs[name]) for name in names}
+        results[label] = {name: added_us(diffs[name].total) for name in names}
+        spreads[label] = {name: spread_us(diffs[name].total) for name in names}
+        if label == "1 ms":
+            outside = {name: added_us(diffs[name].outside) for name in names}
+            handler = {name: added_us(diffs[name].handler) for name in names}
     counted = instructions(apps, "/trivial")
     build_us, encode_us = reader_cost()
     rate, per_second_us = tick_cost(bare_us["trivial"] + results["trivial"]["perfnb"])
@@ -347,15 +433,18 @@ def main() -> None:
     print(f"CPU µs per request (thread time, in-process ASGI), median of {rounds} rounds")
     print(f"({busy_rounds} for 1 ms) of adjacent (contender, bare) pairs: bare, then what")
     print("each middleware adds (± half the interquartile range of the pairs)")
-    print(f"{'route':<9}{'bare':>9}" + "".join(f"{'+' + n:>16}" for n in names))
+    print(f"{'route':<9}{'bare':>9}" + "".join(f"{'+' + n:>15}" for n in names))
     for label, added in results.items():
         cells = "".join(
-            f"{added[n]:>10.2f} ±{spreads[label][n]:<4.1f}"
-            if n.startswith("perfnb")
-            else f"{added[n]:>10.1f} ±{spreads[label][n]:<4.0f}"
+            f"{added[n]:>9.2f} ±{spreads[label][n]:<4.1f}"
+            if n in ("timer", "perfnb", "perfnb+sink")
+            else f"{added[n]:>9.1f} ±{spreads[label][n]:<4.0f}"
             for n in names
         )
         print(f"{label:<9}{bare_us[label]:>9.1f}{cells}")
+    print("1 ms route, the added cost split (medians of the pairs): outside the handler's")
+    print("own CPU / in the handler's own CPU (the handler's work, timed inside it)")
+    print(" " * 18 + "".join(f"{f'{outside[n]:.1f} / {handler[n]:.1f}':>15}" for n in names))
     print()
     print("added cost, ratio to perfnb's      prometheus       otel")
     for label, added in results.items():
@@ -379,6 +468,12 @@ def main() -> None:
         f"work for a feed reader, per record (not in the figures above): "
         f"building the dict {build_us:.2f} µs, SSE encoding {encode_us:.2f} µs"
     )
+    timer = results["trivial"]["timer"]
+    if timer > 0.1:
+        print(
+            f"perfnb adds {results['trivial']['perfnb'] / timer:.1f}× what the bare timer adds "
+            f"({timer:.2f} µs here; the targets were set where it cost ~6 µs)"
+        )
     print()
     print(f"{'target':<44}{'perfnb':>12}{'perfnb+sink':>14}  met")
     trivial = results["trivial"]

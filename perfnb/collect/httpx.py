@@ -29,6 +29,14 @@ recorded: error messages are scrubbed of them before they are kept.
 A sink that raises never breaks the request: the failure is logged once and
 counted in :attr:`Instrumentation.sink_errors`.
 
+The sink receives each record as a plain dict, built when the response ends.
+With ``lazy=True`` it receives a :class:`~perfnb.collect.clientrecord.ClientRecord`
+instead: a read-only mapping of the same columns whose fields are worked out
+when it is first read, so the request only pays for noting what it saw. That
+suits sinks that keep many records and read few (a ring, a sampler); a sink
+that reads every record (``Stream.push``, a store) pays the building then, and
+a little more than for a dict (see :mod:`perfnb.collect.clientrecord`).
+
 >>> import httpx
 >>> records = []
 >>> def app(request):
@@ -46,20 +54,31 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from collections.abc import Callable
+from datetime import datetime
+from time import perf_counter_ns
+from typing import Any, Final, TypeVar, cast
 
 import httpx
 
-# _SIMPLE is the parser's pattern for the usual header shape: the client reads the
-# durations it needs straight from its groups (see _split_header).
-from perfnb.collect.servertiming import _SIMPLE, ServerTimingMetric, parse_server_timing
+from perfnb.collect.clientrecord import (
+    ANCHOR_NS,
+    ClientRecord,
+    _split_header,
+    split_server_time,
+    take_anchor,
+)
+from perfnb.collect.clientrecord import (
+    MAX_ERROR_MESSAGE as MAX_ERROR_MESSAGE,
+)
+from perfnb.collect.clientrecord import (
+    SECRET_HEADERS as SECRET_HEADERS,
+)
 from perfnb.errors import ConfigError
-from perfnb.schema import MAX_STRING, Record, Sink
+from perfnb.schema import Sink
 
 __all__ = [
+    "ClientRecord",
     "Instrumentation",
     "default_route",
     "instrument",
@@ -68,14 +87,16 @@ __all__ = [
     "uninstrument",
 ]
 
+# Kept importable from here, where it was first defined: the tests check the
+# split against the full parser.
+_ = _split_header
+
 _log = logging.getLogger(__name__)
 
 ClientT = TypeVar("ClientT", httpx.Client, httpx.AsyncClient)
 
 #: Longest route kept; longer paths are cut (they are almost always junk or scans).
 MAX_ROUTE: Final = 256
-#: Longest error message kept.
-MAX_ERROR_MESSAGE: Final = 300
 #: Routes remembered per instrumented client, so a path is mapped once.
 _ROUTE_CACHE_SIZE: Final = 2048
 
@@ -85,23 +106,6 @@ _ID_SEGMENT: Final = re.compile(
     r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
     r"|[0-9a-fA-F]{16,}"
     r"|(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{20,}"
-)
-
-_BODYLESS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
-
-#: Request headers whose values are scrubbed from error messages.
-SECRET_HEADERS: Final = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-        "x-api-key",
-        "api-key",
-        "x-auth-token",
-        "x-csrf-token",
-        "x-xsrf-token",
-    }
 )
 
 
@@ -124,121 +128,6 @@ def default_route(path: str) -> str:
     return route if len(route) <= MAX_ROUTE else route[:MAX_ROUTE]
 
 
-def split_server_time(
-    metrics: Sequence[ServerTimingMetric], duration_ms: float | None = None
-) -> tuple[float | None, float | None, float | None]:
-    """``(server_ms, app_ms, db_ms)`` from a response's Server-Timing metrics.
-
-    The server's share is the ``total`` metric when there is one, else ``app``
-    (perfnb's middleware writes ``app`` as the whole handler time, ``db`` and any
-    spans inside it), else the largest duration given: metrics are often nested
-    (``db`` inside ``app``), so adding them up would count time twice. Metrics
-    with a duration of 0 or less say nothing about time and are ignored. The
-    result is capped at ``duration_ms`` (the server cannot take longer than the
-    client waited), so ``duration_ms - server_ms`` is the network share, never
-    negative. ``app_ms`` and ``db_ms`` are the first ``app`` and ``db`` metrics.
-
-    >>> from perfnb.collect import parse_server_timing
-    >>> split_server_time(parse_server_timing("db;dur=2, app;dur=5"), 9.0)
-    (5.0, 5.0, 2.0)
-    >>> split_server_time(parse_server_timing("total;dur=50, app;dur=5"), 20.0)
-    (20.0, 5.0, None)
-    >>> split_server_time(parse_server_timing("cache;desc=hit"))
-    (None, None, None)
-    """
-    total = app = db = None
-    largest = 0.0
-    for name, dur, _desc in metrics:
-        if dur <= 0:
-            continue
-        if name == "total":
-            if total is None:
-                total = dur
-        elif name == "app":
-            if app is None:
-                app = dur
-        elif name == "db" and db is None:
-            db = dur
-        largest = max(largest, dur)
-    server = total if total is not None else app if app is not None else largest or None
-    if server is not None and duration_ms is not None and server > duration_ms:
-        server = duration_ms
-    return server, app, db
-
-
-def _split_header(text: str, duration_ms: float) -> tuple[float | None, float | None, float | None]:
-    """:func:`split_server_time` of one header value, without building the metrics.
-
-    The common shape (see ``servertiming._SIMPLE``) is read straight from the
-    match's groups, four per metric; anything else goes through the full parser.
-    """
-    match = _SIMPLE.fullmatch(text)
-    if match is None:
-        return split_server_time(parse_server_timing(text), duration_ms)
-    groups = match.groups()
-    total = app = db = None
-    largest = 0.0
-    for index in range(0, len(groups), 4):
-        name = groups[index]
-        if name is None:
-            break
-        dur = float(groups[index + 1])
-        if dur <= 0:
-            continue
-        if name == "total":
-            if total is None:
-                total = dur
-        elif name == "app":
-            if app is None:
-                app = dur
-        elif name == "db" and db is None:
-            db = dur
-        if dur > largest:
-            largest = dur
-    server = total if total is not None else app if app is not None else largest or None
-    if server is not None and server > duration_ms:
-        server = duration_ms
-    return server, app, db
-
-
-def _error_type(exc: BaseException) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, httpx.ConnectError):
-        return "connect"
-    if isinstance(exc, httpx.ProxyError):
-        return "proxy"
-    if isinstance(exc, httpx.NetworkError):
-        return "network"
-    if isinstance(exc, httpx.ProtocolError):
-        return "protocol"
-    if type(exc).__name__ == "CancelledError":  # asyncio's, trio's and anyio's
-        return "cancelled"
-    return type(exc).__name__
-
-
-def _scrub(message: str, request: httpx.Request) -> str:
-    """The message with the request's secrets replaced: header values, URL extras."""
-    url = request.url
-    secrets = [str(url)]
-    if url.query:
-        secrets.append(url.query.decode("ascii", "replace"))
-    if url.userinfo:
-        secrets.append(url.userinfo.decode("ascii", "replace"))
-    if url.password:
-        secrets.append(url.password)
-    for name, value in request.headers.multi_items():
-        if name.lower() in SECRET_HEADERS and len(value) >= 4:
-            secrets.append(value)
-            secrets.extend(part for part in value.split() if len(part) >= 4)
-    safe_url = f"{url.scheme}://{url.host}{'' if url.port is None else f':{url.port}'}{url.path}"
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        message = message.replace(secret, safe_url if secret == str(url) else "[redacted]")
-    if len(message) > MAX_ERROR_MESSAGE:
-        message = message[: MAX_ERROR_MESSAGE - 3] + "..."
-    return message
-
-
 class Instrumentation:
     """What :func:`instrument` installed on one client: its settings and counters.
 
@@ -246,17 +135,44 @@ class Instrumentation:
     refused by raising.
     """
 
-    def __init__(self, *, sink: Sink, service: str | None, route: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        *,
+        sink: Sink,
+        service: str | None,
+        route: Callable[[str], str],
+        lazy: bool = False,
+    ) -> None:
         self.sink = sink
+        #: Whether the sink gets ClientRecords (built when read) rather than dicts.
+        self.lazy = lazy
         self.service = service
         self.route = route
         self.records = 0
         self.sink_errors = 0
         self._routes: dict[str, str] = {}
         self._services: dict[bytes | None, str] = {}
+        #: (perf_counter ns, wall clock) that records are dated by, and when it
+        #: is next taken: one clock read per request instead of two.
+        self.anchor: tuple[int, datetime] = take_anchor()
+        self.anchor_until = self.anchor[0] + ANCHOR_NS
+        # The sink gets ClientRecords: Mappings of the record's columns, not dicts.
+        # The schema's checks, streams and stores take them (see clientrecord).
+        self.sink_any: Callable[[ClientRecord], None] = cast("Callable[[ClientRecord], None]", sink)
 
-    def _route_of(self, url: httpx.URL, key: str) -> str:
-        # Keyed by the path as sent (see _path_key); the route function sees it decoded.
+    def new_anchor(self) -> None:
+        """Take the clock anchor again (once a second at most, from the request path)."""
+        self.anchor = take_anchor()
+        self.anchor_until = self.anchor[0] + ANCHOR_NS
+
+    def sink_error(self) -> None:
+        """Count a record the sink refused by raising (call in ``except``); log the first."""
+        self.sink_errors += 1
+        if self.sink_errors == 1:
+            _log.exception("perfnb sink %r refused a client record", self.sink)
+
+    def route_of(self, url: httpx.URL, key: str) -> str:
+        """The route recorded for ``url`` (``key``: its path as sent), cached."""
         route = self._routes.get(key)
         if route is None:
             try:
@@ -269,9 +185,8 @@ class Instrumentation:
             self._routes[key] = route
         return route
 
-    def _service_of(self, host: bytes | None, url: httpx.URL) -> str:
-        # The Host header httpx sends is host[:port] as the URL gives it, already
-        # bytes: one cached decode instead of two URL property lookups.
+    def service_of(self, host: bytes | None, url: httpx.URL) -> str:
+        """The service recorded: the ``Host`` header as sent (``host[:port]``), cached."""
         if host is None:
             return url.host if url.port is None else f"{url.host}:{url.port}"
         service = self._services.get(host)
@@ -283,183 +198,69 @@ class Instrumentation:
         return service
 
 
-def _header_items(headers: httpx.Headers) -> list[tuple[bytes, bytes, bytes]]:
-    """(raw name, lower-case name, value) triples without decoding anything.
+class _SyncBody(httpx.SyncByteStream):
+    """The response body as httpx reads it: counts bytes, ends the record at the last."""
 
-    ``Headers._list`` holds exactly that; reading it directly costs a fraction of
-    ``get``/``get_list``, which decode every header. The public fallback keeps this
-    working should httpx rename the attribute.
-    """
-    items = getattr(headers, "_list", None)
-    if isinstance(items, list):
-        return items
-    return [(key, key.lower(), value) for key, value in headers.raw]
-
-
-def _path_key(url: httpx.URL) -> str:
-    """The URL's path as sent (percent-encoded), to key the route cache.
-
-    ``URL.path`` unquotes on every access, which is most of a cache hit's cost;
-    the public property is the fallback should httpx rename its attribute.
-    """
-    path = getattr(getattr(url, "_uri_reference", None), "path", None)
-    return path if isinstance(path, str) else url.path
-
-
-class _Exchange:
-    """One request/response on the wire, from hand-over to the last body byte.
-
-    The request path does the least it can (two clock reads, a scan of the
-    response headers); the record is built once, at the end. The same object is
-    the response body seen by httpx (see the subclasses below), which saves an
-    allocation per request.
-    """
-
-    # Class-level defaults: __init__ sets only what differs per request.
-    status = 0
-    ttfb_ns = -1
-    # The Server-Timing value (nearly always one), or a list when there are several.
-    timing: bytes | list[bytes] | None = None
-    kind = "http"
-    size = 0
-    done = False
-
-    def __init__(self, inst: Instrumentation, request: httpx.Request) -> None:
-        self.inst = inst
-        self.request = request
-        self.start_wall = time.time()
-        self.start = time.perf_counter_ns()
-
-    def headers(self, response: httpx.Response) -> None:
-        self.ttfb_ns = time.perf_counter_ns() - self.start
-        self.status = response.status_code
-        for _, key, value in _header_items(response.headers):
-            if key == b"server-timing":
-                timing = self.timing
-                if timing is None:
-                    self.timing = value
-                elif isinstance(timing, bytes):
-                    self.timing = [timing, value]
-                else:
-                    timing.append(value)
-            elif key == b"content-type" and value.startswith(b"text/event-stream"):
-                self.kind = "stream"
-
-    def finish(self, exc: BaseException | None = None) -> None:
-        if self.done:
-            return
-        self.done = True
-        duration = (time.perf_counter_ns() - self.start) / 1e6
-        inst = self.inst
-        try:
-            record = self._record(duration, exc)
-        except Exception:  # pragma: no cover - a bug here must not break the request
-            _log.exception("perfnb could not build a client record")
-            return
-        try:
-            inst.sink(record)
-        except Exception:
-            inst.sink_errors += 1
-            if inst.sink_errors == 1:
-                _log.exception("perfnb sink %r refused a client record", inst.sink)
-        else:
-            inst.records += 1
-
-    def _record(self, duration: float, exc: BaseException | None) -> Record:
-        inst = self.inst
-        request = self.request
-        method = request.method
-        url = request.url
-        host = length = run_id = None
-        for _, key, value in _header_items(request.headers):
-            if key == b"host":
-                host = value
-            elif key == b"content-length":
-                length = value
-            elif key == b"x-perfnb-run":
-                run_id = value
-        path = _path_key(url)
-        record: Record = {
-            "time": datetime.fromtimestamp(self.start_wall, UTC),
-            "source": "client",
-            "kind": self.kind,
-            "service": inst.service or inst._services.get(host) or inst._service_of(host, url),
-            "route": inst._routes.get(path) or inst._route_of(url, path),
-            "method": method,
-            "status": self.status,
-            "duration_ms": duration,
-        }
-        ttfb = self.ttfb_ns
-        if ttfb >= 0:
-            record["ttfb_ms"] = ttfb / 1e6
-            record["response_bytes"] = self.size
-        if length is not None and length.isdigit():
-            record["request_bytes"] = int(length)
-        elif method in _BODYLESS:
-            record["request_bytes"] = 0
-        if run_id:
-            record["run_id"] = run_id[:MAX_STRING].decode("latin-1")
-        timing = self.timing
-        if timing is not None:
-            if isinstance(timing, bytes):
-                server, app, db = _split_header(timing.decode("latin-1"), duration)
-            else:
-                metrics = parse_server_timing([value.decode("latin-1") for value in timing])
-                server, app, db = split_server_time(metrics, duration)
-            if server is not None:
-                record["server_ms"] = server
-                if app is not None:
-                    record["app_ms"] = app
-                if db is not None:
-                    record["db_ms"] = db
-        if exc is not None:
-            record["error_type"] = _error_type(exc)
-            record["error_message"] = _scrub(f"{type(exc).__name__}: {exc}", request)
-        return record
-
-
-class _SyncBody(_Exchange, httpx.SyncByteStream):
-    inner: httpx.SyncByteStream
+    def __init__(self, inner: httpx.SyncByteStream, record: ClientRecord) -> None:
+        self.inner = inner
+        self.record = record
 
     def __iter__(self) -> Any:
+        record = self.record
         try:
             for chunk in self.inner:
-                self.size += len(chunk)
+                record.size += len(chunk)
                 yield chunk
         except GeneratorExit:
-            raise  # the reader stopped early; close() ends the exchange
+            raise  # the reader stopped early; close() ends the record
         except BaseException as exc:
-            self.finish(exc)
+            record.fail(exc)
+            record.end()
             raise
-        self.finish()
+        record.end()
 
     def close(self) -> None:
         try:
             self.inner.close()
         finally:
-            self.finish()
+            self.record.end()
 
 
-class _AsyncBody(_Exchange, httpx.AsyncByteStream):
-    inner: httpx.AsyncByteStream
+class _AsyncBody(httpx.AsyncByteStream):
+    """:class:`_SyncBody` for async clients.
 
-    async def __aiter__(self) -> Any:
+    An iterator class rather than an async generator: asyncio registers every
+    async generator it starts (for shutdown), which would cost more per request
+    than counting the chunks.
+    """
+
+    def __init__(self, inner: httpx.AsyncByteStream, record: ClientRecord) -> None:
+        self.inner = inner
+        self.record = record
+        self._chunks: Any = None
+
+    def __aiter__(self) -> _AsyncBody:
+        self._chunks = self.inner.__aiter__()
+        return self
+
+    async def __anext__(self) -> bytes:
         try:
-            async for chunk in self.inner:
-                self.size += len(chunk)
-                yield chunk
-        except GeneratorExit:
+            chunk: bytes = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self.record.end()
             raise
         except BaseException as exc:
-            self.finish(exc)
+            self.record.fail(exc)
+            self.record.end()
             raise
-        self.finish()
+        self.record.size += len(chunk)
+        return chunk
 
     async def aclose(self) -> None:
         try:
             await self.inner.aclose()
         finally:
-            self.finish()
+            self.record.end()
 
 
 class _SyncTransport(httpx.BaseTransport):
@@ -468,23 +269,30 @@ class _SyncTransport(httpx.BaseTransport):
         self.inst = inst
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        exchange = _SyncBody(self.inst, request)
+        inst = self.inst
+        start = perf_counter_ns()
+        if start >= inst.anchor_until:
+            inst.new_anchor()
+        record = ClientRecord(inst, request, start)
         try:
             response = self.inner.handle_request(request)
-            exchange.headers(response)
+            # ClientRecord.response, written out: this runs on every request.
+            record._ttfb = perf_counter_ns()
+            record._status = response.status_code
+            record._resp = response.headers
         except BaseException as exc:
-            exchange.finish(exc)
+            record.fail(exc)
+            record.end()
             raise
         if response.is_stream_consumed:
             # Built with its body already read (MockTransport, ASGI/WSGI transports):
             # the body is all there, nothing more will be read from the stream.
-            exchange.size = len(response.content)
-            exchange.finish()
+            record.size = len(response.content)
+            record.end()
             return response
         stream = response.stream
         assert isinstance(stream, httpx.SyncByteStream)
-        exchange.inner = stream
-        response.stream = exchange
+        response.stream = _SyncBody(stream, record)
         return response
 
     def __enter__(self) -> _SyncTransport:
@@ -504,23 +312,28 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
         self.inst = inst
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        exchange = _AsyncBody(self.inst, request)
+        inst = self.inst
+        start = perf_counter_ns()
+        if start >= inst.anchor_until:
+            inst.new_anchor()
+        record = ClientRecord(inst, request, start)
         try:
             response = await self.inner.handle_async_request(request)
-            exchange.headers(response)
+            # ClientRecord.response, written out: this runs on every request.
+            record._ttfb = perf_counter_ns()
+            record._status = response.status_code
+            record._resp = response.headers
         except BaseException as exc:
-            exchange.finish(exc)
+            record.fail(exc)
+            record.end()
             raise
         if response.is_stream_consumed:
-            # Built with its body already read (MockTransport, ASGI/WSGI transports):
-            # the body is all there, nothing more will be read from the stream.
-            exchange.size = len(response.content)
-            exchange.finish()
+            record.size = len(response.content)
+            record.end()
             return response
         stream = response.stream
         assert isinstance(stream, httpx.AsyncByteStream)
-        exchange.inner = stream
-        response.stream = exchange
+        response.stream = _AsyncBody(stream, record)
         return response
 
     async def __aenter__(self) -> _AsyncTransport:
@@ -558,6 +371,7 @@ def instrument(
     sink: Sink,
     service: str | None = None,
     route: Callable[[str], str] = default_route,
+    lazy: bool = False,
 ) -> ClientT:
     """Record every request ``client`` makes into ``sink``; returns the client.
 
@@ -565,7 +379,9 @@ def instrument(
     ``route`` maps a URL path to the route recorded (default
     :func:`default_route`; give your own to map paths to your API's templates).
     Works on ``httpx.Client`` and ``httpx.AsyncClient``, including clients with
-    mounts or proxies. :func:`uninstrument` takes it off again.
+    mounts or proxies. :func:`uninstrument` takes it off again. ``lazy=True``
+    hands the sink :class:`~perfnb.collect.clientrecord.ClientRecord` mappings,
+    built when first read, instead of dicts (see the module's notes).
 
     >>> import httpx
     >>> seen = []
@@ -586,11 +402,13 @@ def instrument(
         raise ConfigError(f"route: got {route!r}; expected a callable from path to route")
     if service is not None and not isinstance(service, str):
         raise ConfigError(f"service: got {service!r}; expected a string or None")
+    if not isinstance(lazy, bool):
+        raise ConfigError(f"lazy: got {lazy!r}; expected True or False")
     if instrumentation(client) is not None:
         raise ConfigError(
             f"client {client!r} is already instrumented: call uninstrument(client) first"
         )
-    inst = Instrumentation(sink=sink, service=service, route=route)
+    inst = Instrumentation(sink=sink, service=service, route=route, lazy=lazy)
     is_async = isinstance(client, httpx.AsyncClient)
     # httpx offers no public way to wrap an existing client's transports; these two
     # attributes have been stable across httpx releases and are checked in tests.

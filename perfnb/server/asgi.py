@@ -13,11 +13,13 @@ the app sees the same scope, receive and messages as without it, apart from the
   :mod:`perfnb.server.routes`; ``route_resolver=`` plugs in another); requests no
   route matched are recorded under ``<unmatched>``;
 - method (unknown methods as ``OTHER``), status, ``duration_ms`` to the last
-  body byte, ``ttfb_ms`` to the response headers (to the first body chunk for
-  streams), ``request_bytes`` (``Content-Length``), ``response_bytes`` (body bytes sent),
-  ``db_ms`` when the request touched an instrumented database, ``run_id`` from a
-  valid ``X-Perfnb-Run`` header and ``client``, a salted hash of the session
-  cookie (``session_cookie=``) or of the peer address;
+  body byte (when the app hands it to the server, so background tasks that run
+  after the response are not counted), ``ttfb_ms`` to the response headers (to
+  the first body chunk for streams), ``request_bytes`` (``Content-Length``),
+  ``response_bytes`` (body bytes sent), ``db_ms`` when the request touched an
+  instrumented database, ``run_id`` from a valid ``X-Perfnb-Run`` header and
+  ``client``, a salted hash of the session cookie (``session_cookie=``) or of
+  the peer address;
 - when the app raises: ``error_type`` (the exception class) and status 500 if no
   response had started; the exception is re-raised unchanged;
 - ``Server-Timing: app;dur=…, db;dur=…, <spans>, perfnb;dur=…`` added to the
@@ -34,10 +36,11 @@ chunk), ``duration_ms`` (whole stream), ``response_bytes`` and ``messages_out``
 (chunks or events).
 
 **WebSockets** are recorded as ``kind="websocket"``, method ``WS``, when the
-connection ends: duration, messages and bytes each way (``messages_in``,
-``request_bytes``, ``messages_out``, ``response_bytes``) and the close code in
-``status``. Lifespan and other scope types pass straight through; the lifespan
-shutdown is observed (not changed) to close the monitor.
+connection ends (:mod:`perfnb.server.websocket`): duration, messages and bytes
+each way (``messages_in``, ``request_bytes``, ``messages_out``,
+``response_bytes``) and the close code in ``status``. Lifespan and other
+scope types pass straight through; the lifespan shutdown is observed (not
+changed) to close the monitor.
 
 Requests under the monitor's prefix are perfnb's own endpoints: they are served
 by the monitor and recorded with ``source="perfnb"``.
@@ -60,11 +63,13 @@ from time import perf_counter_ns
 from typing import Any, Final
 
 from perfnb.schema import Record, Sink
+from perfnb.server.exchange import HttpExchange, exchange_class
 from perfnb.server.monitor import Monitor
-from perfnb.server.recording import METHODS, Exchange, Recorder, timing_value
+from perfnb.server.recording import METHODS, Recorder
 from perfnb.server.routes import AsgiRouteResolver, StarletteRouteResolver
 from perfnb.server.sampler import ProcessSampler
 from perfnb.server.spans import _current
+from perfnb.server.websocket import serve_websocket
 
 __all__ = ["PerfnbMiddleware"]
 
@@ -78,14 +83,10 @@ _BEACON: Final = b"x-perfnb-beacon"
 _RUN: Final = b"x-perfnb-run"
 _LENGTH: Final = b"content-length"
 _COOKIE: Final = b"cookie"
-_SERVER_TIMING: Final = b"server-timing"
 _MAX_LENGTH: Final = 2**62
 _OWN_ENDPOINTS: Final = frozenset({"stream", "control", "beacon"})
 # anchor + _ONE_US * n is the cheapest way to an aware datetime (no keyword parsing).
 _ONE_US: Final = timedelta(microseconds=1)
-_START: Final = "http.response.start"
-
-_BODY: Final = "http.response.body"
 
 # What the middleware keeps of a request, in the ring, until something reads it
 # (see Monitor.take): a tuple costs one allocation where the record dict would
@@ -98,97 +99,6 @@ _BODY: Final = "http.response.body"
 #      errors, session keys, earlier body chunks), computed while the request's
 #      objects are at hand
 Entry = tuple[Any, ...]
-
-
-class _HttpExchange(Exchange):
-    """One HTTP request: its timings, and the wrapped ``send`` that observes the response.
-
-    Each middleware makes a subclass of its own that carries its ``rec`` as a
-    class attribute, so creating an exchange costs no attribute writes for it.
-    """
-
-    send: Send
-    t0: int = 0
-    error: BaseException | None = None
-    beacon: bytes | None = None
-    # Something beyond the common case happened (a beacon, an error, a streamed
-    # body) or an option asks for more: the record needs PerfnbMiddleware._extra.
-    rare: bool = False
-    # Size of the last body message (not yet in out_bytes and chunks).
-    tail: int = 0
-    # The recorder's cache of Server-Timing values (the same dict, never replaced).
-    timing_values: dict[int, bytes]
-
-    def observe(self, message: Message) -> Awaitable[None]:
-        """The ``send`` the app sees: note what passes, hand the message on.
-
-        A plain function returning the server's awaitable: only the last body
-        message needs a coroutine of its own, to note when the server took it.
-
-        On the response start it notes the status and adds a ``Server-Timing``
-        header. perfnb's value goes in a header line of its own, after any the
-        app wrote: a list-valued field may be repeated (RFC 9110, 5.3), and
-        readers join the lines, so the app's timings are kept as they were.
-        ``perfnb;dur`` is the mean cost perfnb added per request over the last
-        measured second.
-        """
-        mtype = message["type"]
-        if mtype == _START:
-            t = perf_counter_ns()
-            self.start_ns = t
-            try:
-                status = self.status = message["status"]
-                headers = self.headers = message.get("headers", ())
-                if self.spans is None and not self.db_count:
-                    app_us = (t - self.t0) // 1000
-                    try:
-                        value = self.timing_values[app_us]
-                    except KeyError:
-                        value = self.rec.timing_value_of(app_us)
-                else:
-                    value = timing_value(t - self.t0, self.rec.own_ns_mean, self)
-                if len(message) == 3 and headers:
-                    # The usual shape (type, status, headers): a literal is the cheapest copy.
-                    message = {
-                        "type": _START,
-                        "status": status,
-                        "headers": [*headers, (_SERVER_TIMING, value)],
-                    }
-                else:
-                    message = {**message, "headers": [*headers, (_SERVER_TIMING, value)]}
-            except Exception:
-                self.rec.internal_error()
-            return self.send(message)
-        if mtype == _BODY:
-            if message.get("more_body"):
-                return self._chunk(message)
-            return self._last(message)
-        if mtype == "http.response.pathsend" or mtype == "http.response.zerocopysend":
-            return self._last(message)
-        return self.send(message)
-
-    def observe_timed(self, message: Message) -> Awaitable[None]:
-        """:meth:`observe` that adds its own cost to ``own_ns`` (measured requests)."""
-        t = perf_counter_ns()
-        sent = self.observe(message)
-        self.own_ns += perf_counter_ns() - t
-        return sent
-
-    def _chunk(self, message: Message) -> Awaitable[None]:
-        body = message.get("body")
-        if body:
-            self.chunks += 1
-            self.out_bytes += len(body)
-            if not self.first_ns:
-                self.first_ns = perf_counter_ns()
-                self.rare = True
-        return self.send(message)
-
-    async def _last(self, message: Message) -> None:
-        # Added to out_bytes (and chunks) when the request's entry is made.
-        self.tail = len(message.get("body") or b"")
-        await self.send(message)
-        self.end_ns = perf_counter_ns()
 
 
 class PerfnbMiddleware:
@@ -253,27 +163,18 @@ class PerfnbMiddleware:
         # Under these options every record needs _extra.
         self._special = bool(recorder.stream_routes) or recorder.session_cookie is not None
 
-        class _Exchange(_HttpExchange):
-            rec = recorder
-            timing_values = recorder.timing_values
-
-        self._exchange = _Exchange
+        self._exchange = exchange_class(recorder)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._not_http(scope, receive, send)
-            return
-        monitor = self.monitor
-        app = self.app
-        own = False
-        path = scope["path"]
-        if path.startswith(self._prefix) and monitor.owns(path):
-            # perfnb's own endpoints: served by the monitor even while monitoring
-            # is off (so it can be turned on again), recorded as perfnb traffic.
-            app = monitor.handle_asgi
-            own = True
-        elif not monitor._enabled:
-            await app(scope, receive, send)
+        # The app's HTTP requests while monitoring is on take the path below,
+        # written out in full: a helper call per request costs as much as
+        # several of the steps it would hold. Everything else goes to _other.
+        if (
+            scope["type"] != "http"
+            or scope["path"].startswith(self._prefix)
+            or not self.monitor._enabled
+        ):
+            await self._other(scope, receive, send)
             return
         rec = self.recorder
         t0 = perf_counter_ns()
@@ -303,7 +204,7 @@ class PerfnbMiddleware:
             observe = ex.observe_timed
             t1 = perf_counter_ns()
         try:
-            await app(scope, receive, observe)
+            await self.app(scope, receive, observe)
         except BaseException as exc:
             ex.error = exc
             ex.rare = True
@@ -317,8 +218,100 @@ class PerfnbMiddleware:
                 # cached by the object (found by identity, not equality).
                 found = scope.get("route")
                 route = self._templates.get(id(found))
-                if route is None or own or "app_root_path" in scope:
-                    route = self._own_route(path) if own else self._slow_route(scope, found)
+                if route is None or "app_root_path" in scope:
+                    route = self._slow_route(scope, found)
+                end = ex.end_ns or perf_counter_ns()
+                extra = None
+                if ex.rare or ex.db_count or _RUN in headers:
+                    extra = self._extra(ex, scope, headers, route, end)
+                entry = (
+                    self._key,
+                    rec.anchor,
+                    t0,
+                    ex.start_ns,
+                    end,
+                    route,
+                    scope["method"],
+                    ex.status,
+                    ex.tail,
+                    headers.get(_LENGTH),
+                    scope.get("client"),
+                    extra,
+                )
+                monitor = self.monitor
+                if monitor.direct:
+                    self._put(entry)
+                    if monitor._waiters:
+                        monitor.wake()
+                else:
+                    monitor.take(entry, "http" if extra is None else extra.get("kind", "http"))
+            except Exception:
+                rec.internal_error()
+            if not seen & 15:
+                rec.own_ns += t1 - t0 + ex.own_ns + perf_counter_ns() - t_after
+                rec.own_count += 1
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            monitor = self.monitor
+            if monitor.owns(scope["path"]):
+                await self._slow_http(scope, receive, send, own=True)
+            elif monitor._enabled:
+                # Under the prefix's name but not one of perfnb's endpoints.
+                await self._slow_http(scope, receive, send, own=False)
+            else:
+                await self.app(scope, receive, send)
+        elif kind == "websocket":
+            await serve_websocket(
+                self.app, scope, receive, send, rec=self.recorder, resolve=self.resolve
+            )
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _slow_http(self, scope: Scope, receive: Receive, send: Send, *, own: bool) -> None:
+        """HTTP requests off the common path: perfnb's own endpoints (``own``),
+        served by the monitor even while monitoring is off (so it can be turned
+        on again) and recorded as perfnb traffic; and app paths that only start
+        like the prefix. Their own cost is not measured."""
+        rec = self.recorder
+        t0 = perf_counter_ns()
+        if t0 >= rec.tick_ns:
+            rec.tick(t0)
+        rec.seen += 1
+        ex = self._exchange()
+        ex.send = send
+        ex.t0 = t0
+        ex.spans = None
+        ex.db_count = 0
+        ex.rare = self._special
+        try:
+            headers = dict(scope["headers"])
+        except (TypeError, ValueError):
+            headers = {}
+        if _BEACON in headers:
+            scope = self._strip_beacon(ex, scope, headers)
+        token = _current.set(ex)
+        try:
+            app = self.monitor.handle_asgi if own else self.app
+            await app(scope, receive, ex.observe)
+        except BaseException as exc:
+            ex.error = exc
+            ex.rare = True
+            raise
+        finally:
+            _current.reset(token)
+            try:
+                if own:
+                    route = self._own_route(scope["path"])
+                else:
+                    found = scope.get("route")
+                    cached = self._templates.get(id(found))
+                    if cached is None or "app_root_path" in scope:
+                        cached = self._slow_route(scope, found)
+                    route = cached
                 end = ex.end_ns or perf_counter_ns()
                 extra = None
                 if ex.rare or ex.db_count or _RUN in headers:
@@ -337,20 +330,12 @@ class PerfnbMiddleware:
                     scope.get("client"),
                     extra,
                 )
-                if monitor.direct:
-                    self._put(entry)
-                    if monitor._waiters:
-                        monitor.wake()
-                else:
-                    monitor.take(entry, "http" if extra is None else extra.get("kind", "http"))
+                self.monitor.take(entry, "http" if extra is None else extra.get("kind", "http"))
             except Exception:
                 rec.internal_error()
-            if not seen & 15:
-                rec.own_ns += t1 - t0 + ex.own_ns + perf_counter_ns() - t_after
-                rec.own_count += 1
 
     def _strip_beacon(
-        self, ex: _HttpExchange, scope: Scope, headers: Mapping[bytes, bytes]
+        self, ex: HttpExchange, scope: Scope, headers: Mapping[bytes, bytes]
     ) -> Scope:
         # Browser batches riding on the app's request are perfnb's, not the app's.
         ex.beacon = headers[_BEACON]
@@ -361,7 +346,7 @@ class PerfnbMiddleware:
 
     def _extra(
         self,
-        ex: _HttpExchange,
+        ex: HttpExchange,
         scope: Scope,
         headers: Mapping[bytes, bytes],
         route: str,
@@ -468,81 +453,10 @@ class PerfnbMiddleware:
             self._template_objects.append(found)
         return route
 
-    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "websocket":
-            await self._websocket(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
     def _own_route(self, path: str) -> str:
         # Scanners may probe anything under the prefix: keep the names bounded.
         sub = path[len(self._prefix) :].strip("/")
         return self._prefix + "/" + sub if sub in _OWN_ENDPOINTS else self._prefix
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        monitor = self.monitor
-        if not monitor.wants("websocket"):
-            await self.app(scope, receive, send)
-            return
-        rec = self.recorder
-        t0 = perf_counter_ns()
-        if t0 >= rec.tick_ns:
-            rec.tick(t0)
-        now = datetime.now(UTC)
-        # in messages, in bytes, out messages, out bytes, close code
-        counts = [0, 0, 0, 0, 0]
-
-        async def inbound() -> Message:
-            message = await receive()
-            mtype = message.get("type")
-            if mtype == "websocket.receive":
-                counts[0] += 1
-                counts[1] += _ws_size(message)
-            elif mtype == "websocket.disconnect" and not counts[4]:
-                counts[4] = _close_code(message.get("code"), 1005)
-            return message
-
-        async def outbound(message: Message) -> None:
-            mtype = message.get("type")
-            if mtype == "websocket.send":
-                counts[2] += 1
-                counts[3] += _ws_size(message)
-            elif mtype == "websocket.close" and not counts[4]:
-                counts[4] = _close_code(message.get("code"), 1000)
-            await send(message)
-
-        error: BaseException | None = None
-        try:
-            await self.app(scope, inbound, outbound)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            try:
-                peer = scope.get("client")
-                record: Record = {
-                    "time": now,
-                    "source": "server",
-                    "kind": "websocket",
-                    "service": rec.service,
-                    "route": rec.route(self.resolve(scope)),
-                    "method": "WS",
-                    "status": counts[4],
-                    "duration_ms": (perf_counter_ns() - t0) / 1e6,
-                    "messages_in": min(counts[0], 2**31 - 1),
-                    "request_bytes": counts[1],
-                    "messages_out": min(counts[2], 2**31 - 1),
-                    "response_bytes": counts[3],
-                    "client": rec.client(str(peer[0]) if peer else ""),
-                }
-                if error is not None:
-                    record["error_type"] = type(error).__name__[:128]
-                monitor.record(record)
-            except Exception:
-                rec.internal_error()
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         monitor = self.monitor
@@ -558,17 +472,3 @@ class PerfnbMiddleware:
             await send(message)
 
         await self.app(scope, receive, observe)
-
-
-def _ws_size(message: Message) -> int:
-    data = message.get("bytes")
-    if data is not None:
-        return len(data)
-    text = message.get("text")
-    return len(text.encode("utf-8", "replace")) if isinstance(text, str) else 0
-
-
-def _close_code(code: object, default: int) -> int:
-    if isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 32767:
-        return code
-    return default
