@@ -33,6 +33,7 @@ import logging
 import mmap
 import os
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -76,6 +77,8 @@ GAP: Final = HEADER.size
 #: Segments are sparse files: only the pages written use disk.
 SEGMENT_BYTES: Final = 64 * 1024 * 1024
 SUFFIX: Final = ".log"
+#: A ".new" segment older than this was left by a process killed while creating it.
+_PENDING_STALE_SECONDS: Final = 60.0
 
 
 class SegmentFull(Exception):
@@ -229,7 +232,15 @@ def recover(directory: Path, write: WriteTable, *, label: str) -> int:
     """
     if not directory.is_dir():
         return 0
+    # A ".new" segment lives for microseconds between its creation and its lock; only
+    # one left behind by a process killed in between is removed, never one being born.
+    stale = time.time() - _PENDING_STALE_SECONDS
     for pending in directory.glob("*.new"):
+        try:
+            if pending.stat().st_mtime > stale:
+                continue
+        except FileNotFoundError:
+            continue
         fd = open_for_replay(pending)
         if fd is not None:
             pending.unlink(missing_ok=True)

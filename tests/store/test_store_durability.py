@@ -125,3 +125,19 @@ def test_writer_takes_frames(tmp_path: Path) -> None:
         writer.extend(frame.iloc[:10])  # logged and buffered
         writer.extend(frame.iloc[10:])  # big enough to go straight to Parquet
     assert sorted(store.read()["request_bytes"]) == list(range(40))
+
+
+def test_a_segment_being_created_is_left_to_its_writer(tmp_path: Path) -> None:
+    # Another process has just created its segment and not yet locked it: an open
+    # of the store in between must not take it away (its writer renames it next).
+    wal = tmp_path / "_wal"
+    wal.mkdir()
+    born = wal / "w-1.new"
+    born.write_bytes(b"")
+    Store(tmp_path)
+    assert born.exists()
+    # one left behind by a process killed at that moment is cleared once it is old
+    old = time.time() - 3600
+    os.utime(born, (old, old))
+    Store(tmp_path)
+    assert not born.exists()
