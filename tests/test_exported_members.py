@@ -12,8 +12,12 @@ import perfnb
 EXPECTED = [
     "SCHEMA_VERSION",
     "ConfigError",
+    "ExportResult",
     "FeedConnection",
+    "HealthConfig",
+    "HealthEngine",
     "Histogram",
+    "LatencySketch",
     "LoadRun",
     "Monitor",
     "PerfnbError",
@@ -31,14 +35,20 @@ EXPECTED = [
     "Stream",
     "Subscription",
     "TargetError",
+    "Watcher",
+    "build_report",
     "connect",
     "find_capacity",
     "instrument",
+    "measure_impact",
+    "read_export",
+    "read_har",
     "run_load",
     "run_single_user",
     "timing",
     "uninstrument",
     "validate_record",
+    "watch",
 ]
 
 
