@@ -5,7 +5,14 @@
   model, the corrected latency in ``tags["corrected_ms"]``.
 - Per second and route, always: ``kind="load"`` records named ``requests``,
   ``errors``, ``p50_ms``, ``p95_ms``, ``p99_ms`` (and ``corrected_p95_ms``,
-  ``corrected_p99_ms`` in the open model) with the figure in ``value``.
+  ``corrected_p99_ms`` in the open model) with the figure in ``value``. Where
+  responses carried Server-Timing, ``server_timing``: ``value`` is how many did,
+  and ``tags`` hold their means in ms — ``client_ms`` (the client's time to the
+  last byte), ``server_ms``, ``app_ms``, ``db_ms`` — so the time split survives
+  at rates where no request is kept. In the open model, ``queue_ms``: the mean
+  wait between the intended and the actual send, with ``tags["requests"]``, how
+  many it is the mean of. (The means ride in ``tags`` and ``value`` rather than
+  in ``duration_ms`` and friends: an aggregate must not count as a request.)
 - Run events: ``kind="load"``, ``name="run_start"`` / ``"run_stop"`` with the
   reason and the figures that tripped a stop in ``tags``.
 
@@ -89,6 +96,20 @@ def second_records(
         c95, c99 = cell.corrected.percentiles((95, 99))
         figures += [("corrected_p95_ms", c95, "ms"), ("corrected_p99_ms", c99, "ms")]
     when = datetime.fromtimestamp(second, tz=UTC)
+    extra: dict[str, dict[str, str]] = {}
+    if cell.timed:
+        n = cell.timed
+        figures.append(("server_timing", float(n), "count"))
+        extra["server_timing"] = {
+            "client_ms": _ms(cell.timed_latency_ms / n),
+            "server_ms": _ms(cell.server_ms / n),
+            "app_ms": _ms(cell.app_ms / n),
+            "db_ms": _ms(cell.db_ms / n),
+        }
+    if open_model and cell.corrected.count and cell.latency.count:
+        queue = max(0.0, cell.corrected.mean - cell.latency.mean)
+        figures.append(("queue_ms", queue, "ms"))
+        extra["queue_ms"] = {"requests": str(cell.corrected.count)}
     for name, value, unit in figures:
         record: Record = {
             "time": when,
@@ -101,9 +122,15 @@ def second_records(
             "unit": unit,
             "run_id": run_id,
         }
+        if name in extra:
+            record["tags"] = extra[name]
         if service:
             record["service"] = service
         yield record
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f}"
 
 
 def run_event_record(

@@ -19,35 +19,37 @@ stops the run the same way, with reason ``"interrupt"``.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import os
-import pickle
+import logging
+import math
 import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection as Pipe
-from multiprocessing.connection import wait as wait_pipes
 from typing import Any, Protocol
 
 from perfnb.errors import ConfigError
+from perfnb.load.bottleneck import Bottleneck, Thresholds
 from perfnb.load.engine import Target, check_target
+from perfnb.load.guard import RunGuard
 from perfnb.load.histogram import Histogram
+from perfnb.load.levels import LevelRecorder
+from perfnb.load.pool import (
+    WorkerHandle,
+    cpu_shares,
+    receive,
+    send_targets,
+    spawn_workers,
+    stop_workers,
+    worker_count,
+)
 from perfnb.load.records import detail_record, run_event_record, second_records
 from perfnb.load.result import RouteSummary, RunResult
-from perfnb.load.safety import (
-    Limits,
-    SafetyMonitor,
-    StopEvent,
-    StopReason,
-    TargetMemoryProbe,
-    Window,
-)
+from perfnb.load.safety import Limits, StopEvent
 from perfnb.load.scenarios import Endpoints, Journey
 from perfnb.load.shapes import Shape, check_shape
 from perfnb.load.stats import Cell
-from perfnb.load.worker import WorkerSpec, worker_main
+from perfnb.load.tally import Tally
+from perfnb.load.worker import WorkerSpec
 from perfnb.schema import Record, Sink
 
 __all__ = ["LoadRun", "run_load"]
@@ -56,43 +58,21 @@ _TICK_S = 0.1
 _STOP_GRACE_S = 2.0
 _SEND_LAG_LIMIT_MS = 5.0
 _CPU_SATURATED = 0.9
+_log = logging.getLogger("perfnb.load")
 
 
 class _StoreLike(Protocol):
     def writer(self) -> Any: ...
 
 
-@dataclass(slots=True)
-class _Handle:
-    index: int
-    pipe: Pipe
-    process: Any  # multiprocessing Process or threading.Thread
-    ready: bool = False
-    final: bool = False
-    cpu_s: float = 0.0
-    wall_s: float = 0.0
-    rss_bytes: int = 0
-    error: str = ""
-    sent_target: float | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def send(self, message: tuple[str, object]) -> None:
-        with self.lock, contextlib.suppress(OSError, BrokenPipeError, ValueError):
-            self.pipe.send(message)
-
-    def alive(self) -> bool:
-        return bool(self.process.is_alive())
-
-
-def _split(value: float, n: int, model: str) -> list[float]:
-    if model == "open":
-        return [value / n] * n
-    users = int(value)
-    return [float(users // n + (1 if i < users % n else 0)) for i in range(n)]
-
-
 class LoadRun:
     """One load run against one target; start it, watch it, stop it, read its result.
+
+    The run's records go to ``sink`` and ``store`` and, on their way, to ``levels``
+    (a :class:`~perfnb.load.levels.LevelRecorder` of this run, or ``sink`` itself
+    when it is one): the result's ``bottleneck`` is judged from it. Feed it the
+    app's own records of the run (``perfnb.connect(url, sink=run.levels)``) and the
+    time split holds even where the app sends no Server-Timing.
 
     >>> run = LoadRun("http://127.0.0.1:8000", scenario, Users(10, duration=30))  # doctest: +SKIP
     >>> run.start(); run.snapshot()["requests"]                                   # doctest: +SKIP
@@ -131,6 +111,13 @@ class LoadRun:
         self.run_id = run_id or f"load-{uuid.uuid4().hex[:12]}"
         self.limits = limits or Limits()
         self.sink = sink
+        # every run judges its own bottleneck from a recorder beside the sink. A recorder
+        # of this very run given as the sink is used as it is, so what the caller feeds it
+        # (the app's records of the run) counts too.
+        if isinstance(sink, LevelRecorder) and sink.run_id == self.run_id:
+            self.levels = sink
+        else:
+            self.levels = LevelRecorder(run_id=self.run_id)
         self.store = store
         self.timeout = timeout
         self.detail_rate = detail_rate
@@ -143,34 +130,19 @@ class LoadRun:
             if isinstance(scenario, Journey)
             else "endpoints"
         )
-        self.in_process = False
-        if workers is None:
-            workers = os.cpu_count() or 1
-            if isinstance(scenario, Journey):
-                try:
-                    pickle.dumps(scenario)
-                except (pickle.PicklingError, AttributeError, TypeError):
-                    workers = 0  # a notebook-defined journey runs on a thread here
-        if workers < 0:
-            msg = f"workers={workers!r}: accepted: 0 (a thread in this process) or more processes"
-            raise ConfigError(msg)
-        if workers == 0:
-            self.in_process = True
-            workers = 1
-        self.n_workers = workers
-        self._stop_request: tuple[str, str] | None = None
-        self._stop_flag = threading.Event()
+        self.n_workers, self.in_process = worker_count(workers, scenario)
+        self._guard = RunGuard(
+            self.limits,
+            self.target,
+            run_id=self.run_id,
+            probe_memory=probe_memory,
+            in_process=self.in_process,
+        )
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
         self._result: RunResult | None = None
         self._error: BaseException | None = None
-        self._lock = threading.Lock()
-        # live state
-        self._seconds: dict[tuple[int, str, str], Cell] = {}
-        self._totals: dict[tuple[str, str], Cell] = {}
-        self._send_lag = Histogram()
-        self._dropped = 0
-        self._journey_errors = 0
+        self._tally = Tally()
         self._current = 0.0
         self._started = 0.0
         self._t0 = 0.0
@@ -191,10 +163,7 @@ class LoadRun:
 
     def stop(self, reason: str = "emergency_stop", message: str = "stopped by the user") -> None:
         """Emergency stop: halt all sending now (workers that do not obey are killed in 2 s)."""
-        with self._lock:
-            if self._stop_request is None:
-                self._stop_request = (reason, message)
-        self._stop_flag.set()
+        self._guard.request(reason, message)
 
     @property
     def running(self) -> bool:
@@ -218,11 +187,8 @@ class LoadRun:
 
     def snapshot(self) -> dict[str, Any]:
         """Live figures: elapsed, users or rate wanted, requests, errors, p95 of the last 5 s."""
-        with self._lock:
-            total = Cell()
-            for cell in self._totals.values():
-                total.merge(cell)
-            window = self._window(self.limits.error_window)
+        total = self._tally.total()
+        window = self._tally.window(self.limits.error_window)
         return {
             "run_id": self.run_id,
             "elapsed_s": time.monotonic() - self._t0 if self._t0 else 0.0,
@@ -237,13 +203,18 @@ class LoadRun:
 
     def route_cells(self) -> dict[str, Cell]:
         """Each route's merged counts so far, keyed ``"METHOD /route"`` (copies)."""
-        with self._lock:
-            return {f"{m} {r}": Cell().merge(c) for (r, m), c in self._totals.items()}
+        return {f"{m} {r}": c for (r, m), c in self._tally.routes().items()}
 
     # -- records ------------------------------------------------------------------
     def _emit(self, records: Iterable[Record]) -> None:
+        writer = self._writer
+        sinks = (
+            self.levels,
+            None if self.sink is self.levels else self.sink,
+            None if writer is None else writer.append,
+        )
         for record in records:
-            for sink in (self.sink, self._writer.append if self._writer is not None else None):
+            for sink in sinks:
                 if sink is None:
                     continue
                 try:
@@ -253,11 +224,9 @@ class LoadRun:
                     self.sink_errors += 1
 
     # -- the controller -----------------------------------------------------------
-    def _spawn(self) -> list[_Handle]:
-        handles: list[_Handle] = []
-        ctx = multiprocessing.get_context("spawn")
-        for index in range(self.n_workers):
-            spec = WorkerSpec(
+    def _spawn(self) -> list[WorkerHandle]:
+        specs = [
+            WorkerSpec(
                 index=index,
                 run_id=self.run_id,
                 target=self.target,
@@ -268,94 +237,29 @@ class LoadRun:
                 max_connections=self.max_connections,
                 use_uvloop=self.use_uvloop,
             )
-            if self.in_process:
-                parent, child = multiprocessing.Pipe()
-                proc: Any = threading.Thread(
-                    target=worker_main,
-                    args=(spec, child),
-                    name=f"perfnb-worker-{index}",
-                    daemon=True,
-                )
-            else:
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(
-                    target=worker_main,
-                    args=(spec, child),
-                    name=f"perfnb-worker-{index}",
-                    daemon=True,
-                )
-            proc.start()
-            if not self.in_process:
-                child.close()
-            handles.append(_Handle(index, parent, proc))
-        return handles
+            for index in range(self.n_workers)
+        ]
+        return spawn_workers(specs, in_process=self.in_process)
 
-    def _receive(self, handles: list[_Handle], timeout: float) -> None:
-        by_pipe = {h.pipe: h for h in handles if not h.final}
-        if not by_pipe:
-            return
-        for pipe in wait_pipes(list(by_pipe), timeout=timeout):
-            handle = by_pipe[pipe]  # type: ignore[index]
-            try:
-                kind, payload = handle.pipe.recv()
-            except (EOFError, OSError):
-                handle.final = True
-                if not handle.error:
-                    handle.error = "worker ended without a final report"
-                continue
-            if kind == "ready":
-                handle.ready = True
-            elif kind == "error":
-                handle.error = str(payload)
-                handle.final = True
-            elif kind == "report":
-                self._merge(handle, payload)
+    def _receive(self, handles: list[WorkerHandle], timeout: float) -> None:
+        receive(handles, timeout, self._merge)
 
-    def _merge(self, handle: _Handle, payload: dict[str, Any]) -> None:
-        details = payload["details"]
-        with self._lock:
-            for key, wire in payload["cells"].items():
-                cell = Cell.from_wire(wire)
-                _, route, method = key
-                mine = self._seconds.get(key)
-                self._seconds[key] = cell if mine is None else mine.merge(cell)
-                total = self._totals.get((route, method))
-                if total is None:
-                    self._totals[(route, method)] = Cell().merge(cell)
-                else:
-                    total.merge(cell)
-            self._send_lag.merge(Histogram.from_dict(payload["send_lag"]))
-            self._dropped += int(payload["dropped"])
-            self._journey_errors += int(payload["journey_errors"])
+    def _merge(self, handle: WorkerHandle, payload: dict[str, Any]) -> None:
+        self._tally.add(payload)
         handle.cpu_s += float(payload["cpu_s"])
         handle.wall_s += float(payload["wall_s"])
         handle.rss_bytes = int(payload["rss_bytes"])
         if payload.get("final"):
             handle.final = True
+        details = payload["details"]
         if details:
             self._emit(
                 detail_record(d, run_id=self.run_id, service=self.service, worker=handle.index)
                 for d in details
             )
 
-    def _window(self, seconds: float) -> Window:
-        now_sec = int(time.time())
-        first = now_sec - int(seconds) + 1
-        requests = errors = 0
-        latency = Histogram()
-        for (sec, _, _), cell in self._seconds.items():
-            if sec >= first:
-                requests += cell.count
-                errors += cell.error_count
-                latency.merge(cell.latency)
-        return Window(requests=requests, errors=errors, p95_ms=latency.percentile(95))
-
     def _flush_seconds(self, *, all_: bool) -> None:
-        cutoff = int(time.time()) - 2
-        with self._lock:
-            ready = sorted(k for k in self._seconds if all_ or k[0] <= cutoff)
-            cells = [(k, self._seconds.pop(k)) for k in ready]
-        for (sec, route, method), cell in cells:
+        for (sec, route, method), cell in self._tally.take_seconds(settle=None if all_ else 2):
             self._emit(
                 second_records(
                     sec,
@@ -369,11 +273,9 @@ class LoadRun:
             )
 
     def _control(self) -> None:
-        handles: list[_Handle] = []
-        probe: TargetMemoryProbe | None = None
+        handles: list[WorkerHandle] = []
+        guard = self._guard
         stop: StopEvent | None = None
-        monitor = SafetyMonitor(self.limits)
-        killed = 0
         try:
             if self.store is not None:
                 self._writer = self.store.writer()
@@ -386,14 +288,12 @@ class LoadRun:
                 ]
             )
             handles = self._spawn()
-            if self.probe_memory and self.limits.max_target_memory_mb is not None:
-                probe = TargetMemoryProbe(self.target, run_id=self.run_id)
-                probe.start()
+            guard.start()
             deadline = time.monotonic() + 60.0
             while not all(h.ready for h in handles):
                 self._receive(handles, 0.05)
                 if (
-                    self._stop_flag.is_set()
+                    guard.requested.is_set()
                     or time.monotonic() > deadline
                     or any(h.error for h in handles)
                 ):
@@ -401,6 +301,7 @@ class LoadRun:
             t0_ns = time.monotonic_ns()
             self._t0 = t0_ns / 1e9
             if self.shape.model == "open":
+                # every worker's schedule is anchored here, not on when its messages arrive
                 length = getattr(self.shape, "duration", None)
                 ends = float(length) if isinstance(length, int | float) else None
                 for h in handles:
@@ -408,10 +309,11 @@ class LoadRun:
             next_tick = self._t0
             last_flush = self._t0
             while stop is None:
-                now = time.monotonic()
+                now_ns = time.monotonic_ns()
+                now = now_ns / 1e9
                 if now >= next_tick:
                     next_tick = now + _TICK_S
-                    stop = self._tick(handles, monitor, probe, now - self._t0)
+                    stop = self._tick(handles, now_ns, (now_ns - t0_ns) / 1e9)
                     if stop is not None:
                         break
                 if now - last_flush >= 1.0:
@@ -424,24 +326,12 @@ class LoadRun:
         finally:
             assert stop is not None or self._error is not None
             final_stop = stop or StopEvent("worker_failed", "unknown", self._elapsed())
-            for h in handles:
-                h.send(("stop", final_stop.reason))
-            grace = time.monotonic() + _STOP_GRACE_S
-            while any(not h.final for h in handles) and time.monotonic() < grace:
-                self._receive(handles, 0.05)
-            for h in handles:
-                if not h.final and not self.in_process and h.alive():
-                    h.process.kill()
-                    killed += 1
-            for h in handles:
-                if not self.in_process:
-                    h.process.join(timeout=1.0)
-                with contextlib.suppress(OSError):
-                    h.pipe.close()
-            if probe is not None:
-                probe.stop()
+            killed = stop_workers(
+                handles, final_stop.reason, grace=_STOP_GRACE_S, on_report=self._merge
+            )
+            guard.close()
             try:
-                self._finish(final_stop, monitor, handles, killed, probe)
+                self._finish(final_stop, handles, killed)
             except BaseException as exc:  # pragma: no cover - reported through wait()
                 self._error = self._error or exc
             finally:
@@ -453,47 +343,26 @@ class LoadRun:
     def _elapsed(self) -> float:
         return time.monotonic() - self._t0 if self._t0 else 0.0
 
-    def _tick(
-        self,
-        handles: list[_Handle],
-        monitor: SafetyMonitor,
-        probe: TargetMemoryProbe | None,
-        elapsed: float,
-    ) -> StopEvent | None:
-        with self._lock:
-            request = self._stop_request
-        if request is not None:
-            asked, message = request
-            reason: StopReason = "interrupt" if asked == "interrupt" else "emergency_stop"
-            return StopEvent(reason, message, elapsed)
-        failed = [h for h in handles if h.error or (h.final and not h.error) or not h.alive()]
-        if failed:
-            h = failed[0]
-            text = h.error or "worker process exited"
-            return StopEvent("worker_failed", f"worker {h.index} failed: {text[-500:]}", elapsed)
+    def _tick(self, handles: list[WorkerHandle], at_ns: int, elapsed: float) -> StopEvent | None:
+        stop = self._guard.check(handles, elapsed=elapsed)
+        if stop is not None:
+            return stop
         wanted = self.shape.tick(elapsed)
         if wanted is None:
             return StopEvent("completed", "the shape finished", elapsed)
-        self._current = float(wanted)
-        for h, share in zip(
-            handles, _split(float(wanted), len(handles), self.shape.model), strict=True
-        ):
-            if share != h.sent_target:
-                h.sent_target = share
-                h.send(("target", share))
-        with self._lock:
-            window = self._window(self.limits.error_window)
-        generator_mb = sum(h.rss_bytes for h in handles) / 1e6
-        if self.in_process:
-            generator_mb = 0.0  # the thread shares the caller's memory; nothing to judge apart
-        window = Window(
-            requests=window.requests,
-            errors=window.errors,
-            p95_ms=window.p95_ms,
-            target_memory_mb=probe.latest if probe is not None else None,
-            generator_memory_mb=generator_mb or None,
-        )
-        return monitor.check(window, elapsed=elapsed)
+        wanted = _checked(wanted, elapsed)
+        self._current = wanted
+        send_targets(handles, wanted, self.shape.model, at_ns=at_ns)
+        return self._guard.check_limits(handles, self._tally, elapsed=elapsed)
+
+    def _bottleneck(self) -> Bottleneck | None:
+        # the analysis only reads what the run recorded: whatever goes wrong in it, the
+        # run's result stands without it
+        try:
+            return _judged(self.levels.bottleneck(shape=self.shape))
+        except Exception:
+            _log.warning("run %s: the bottleneck analysis failed", self.run_id, exc_info=True)
+            return None
 
     def _start_tags(self) -> dict[str, str]:
         return {
@@ -503,14 +372,7 @@ class LoadRun:
             "workers": str(self.n_workers),
         }
 
-    def _finish(
-        self,
-        stop: StopEvent,
-        monitor: SafetyMonitor,
-        handles: list[_Handle],
-        killed: int,
-        probe: TargetMemoryProbe | None,
-    ) -> None:
+    def _finish(self, stop: StopEvent, handles: list[WorkerHandle], killed: int) -> None:
         self._flush_seconds(all_=True)
         elapsed = max(stop.elapsed, 1e-6)
         length = getattr(self.shape, "duration", None)
@@ -518,23 +380,13 @@ class LoadRun:
             # the controller notices the end on its next tick, late on a busy machine;
             # rates are over the time the shape asked for
             elapsed = min(elapsed, float(length))
-        with self._lock:
-            totals = dict(self._totals)
+        tally = self._tally
+        totals = tally.routes()
         routes = [RouteSummary.of(r, m, c, elapsed) for (r, m), c in sorted(totals.items())]
-        all_cell = Cell()
-        for cell in totals.values():
-            all_cell.merge(cell)
+        all_cell = tally.total()
         total = RouteSummary.of("ALL", "", all_cell, elapsed)
-        cpu = [h.cpu_s / h.wall_s if h.wall_s > 0 else 0.0 for h in handles]
-        reasons: list[str] = []
-        lag99 = self._send_lag.percentile(99)
-        if lag99 > _SEND_LAG_LIMIT_MS:
-            reasons.append(f"send lag p99 {lag99:.1f} ms exceeded {_SEND_LAG_LIMIT_MS:g} ms")
-        for h, share in zip(handles, cpu, strict=True):
-            if share >= _CPU_SATURATED and not self.in_process:
-                reasons.append(f"worker {h.index} saturated its CPU ({share:.0%} of a core)")
-        if killed:
-            reasons.append(f"{killed} worker(s) did not stop in time and were killed")
+        cpu = cpu_shares(handles)
+        reasons = _doubts(tally.send_lag, cpu, killed=killed, in_process=self.in_process)
         self._result = RunResult(
             run_id=self.run_id,
             target=self.target.url,
@@ -544,20 +396,21 @@ class LoadRun:
             started=self._started,
             elapsed_s=stop.elapsed,
             stop=stop,
-            breaches=list(monitor.breaches),
+            breaches=self._guard.breaches,
             routes=routes,
             total=total,
             latency=all_cell.latency,
             corrected=all_cell.corrected,
-            send_lag=self._send_lag,
-            dropped=self._dropped,
+            send_lag=tally.send_lag,
+            dropped=tally.dropped,
             worker_cpu=cpu,
             generator_memory_mb=sum(h.rss_bytes for h in handles) / 1e6,
-            target_memory_mb=probe.latest if probe is not None else None,
+            target_memory_mb=self._guard.target_memory_mb,
             killed_workers=killed,
-            journey_errors=self._journey_errors,
+            journey_errors=tally.journey_errors,
             reliable=not reasons,
             unreliable_reasons=reasons,
+            bottleneck=self._bottleneck(),
         )
         tags = {
             "reason": stop.reason,
@@ -572,6 +425,40 @@ class LoadRun:
                 )
             ]
         )
+
+
+def _doubts(send_lag: Histogram, cpu: list[float], *, killed: int, in_process: bool) -> list[str]:
+    """Why the generator itself may have distorted a run's figures (empty: trust them)."""
+    reasons: list[str] = []
+    lag99 = send_lag.percentile(99)
+    if lag99 > _SEND_LAG_LIMIT_MS:
+        reasons.append(f"send lag p99 {lag99:.1f} ms exceeded {_SEND_LAG_LIMIT_MS:g} ms")
+    for index, share in enumerate(cpu):
+        # a thread worker shares the caller's process: its CPU share says nothing alone
+        if share >= _CPU_SATURATED and not in_process:
+            reasons.append(f"worker {index} saturated its CPU ({share:.0%} of a core)")
+    if killed:
+        reasons.append(f"{killed} worker(s) did not stop in time and were killed")
+    return reasons
+
+
+def _judged(found: Bottleneck) -> Bottleneck | None:
+    """``found``, or None when no level of the run had enough requests to judge."""
+    least = Thresholds().min_requests
+    if found.found or any(row["requests"] >= least for row in found.levels):
+        return found
+    return None
+
+
+def _checked(wanted: float, elapsed: float) -> float:
+    value = float(wanted)
+    if not (math.isfinite(value) and value >= 0):
+        msg = (
+            f"shape.tick({elapsed:.3f}) returned {wanted!r}: accepted: a finite number ≥ 0 "
+            "(users or requests per second), or None to end the run"
+        )
+        raise ConfigError(msg)
+    return value
 
 
 def run_load(

@@ -9,7 +9,8 @@ The open model schedules every request at an *intended* time; latency measured
 from it (``corrected``) includes any wait caused by a slow target, so
 coordinated omission is corrected. The send lag (how late the generator itself
 was) is measured separately — from the intended time in the open model, from a
-10 ms probe timer in the closed model.
+10 ms probe timer in the closed model. Closed-model users live in
+:mod:`perfnb.load.users`; the controller's side of the pipe in :mod:`perfnb.load.pool`.
 """
 
 from __future__ import annotations
@@ -27,12 +28,19 @@ from typing import Any, Literal
 from perfnb.load.engine import Connection, Target, build_request, open_connection
 from perfnb.load.scenarios import Endpoints, Journey, Session, make_client
 from perfnb.load.stats import Stats
+from perfnb.load.users import ClosedUser
 
-__all__ = ["WorkerSpec", "run_worker", "worker_main"]
+__all__ = ["Worker", "WorkerSpec", "run_worker", "worker_main"]
 
 Model = Literal["closed", "open"]
 _perf_ns = time.perf_counter_ns
 _PROBE_S = 0.01
+_NEVER = float("inf")
+
+
+def _from_monotonic(mono_ns: float) -> float:
+    """A controller's ``time.monotonic_ns()`` on this worker's perf_counter clock."""
+    return float(mono_ns) + (_perf_ns() - time.monotonic_ns())
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +70,9 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class _Worker:
+class Worker:
+    """The state of one worker's event loop: its users or its schedule, its connections."""
+
     def __init__(self, spec: WorkerSpec, pipe: Pipe) -> None:
         self.spec = spec
         self.pipe = pipe
@@ -77,16 +87,24 @@ class _Worker:
         self.journey_errors = 0
         self.stop_reason = ""
         # closed model
-        self.users: list[_User] = []
+        self.users: list[ClosedUser] = []
         # open model
+        # The schedule follows the integral of the rate: request k (from 0) is intended when
+        # the requests earned so far reach k. `earned` is that integral at `base_ns`, where the
+        # current rate began; the first request goes out as soon as the rate is above 0.
         self.rate = 0.0
         self.interval_ns = 0.0
-        self.next_ns = 0.0
-        # The open-model schedule is anchored on the controller's start and ends after the
-        # shape's length: every worker's intended send times then fall in the same window,
-        # however late its first "target" or the final "stop" arrive on a busy machine.
+        self.base_ns = -_NEVER
+        self.earned = 0.0
+        self.sent = 0
+        self.next_ns = _NEVER  # the next intended send (perf_counter ns)
+        # The open-model schedule is anchored on the controller's clock, not on when its
+        # messages arrive: it starts at the run's start, each change of rate applies from
+        # the controller's tick that asked for it, and it ends after the shape's length.
+        # Every worker's intended send times then fall in the same window, however late a
+        # "target" or the final "stop" reach it on a busy machine.
         self.start_ns: float | None = None
-        self.end_ns = float("inf")
+        self.end_ns = _NEVER
         self.tick_handle: asyncio.TimerHandle | None = None
         self.idle: list[Connection] = []
         self.pending: deque[int] = deque()
@@ -120,21 +138,22 @@ class _Worker:
             if kind == "stop":
                 self.stop(str(value))
             elif kind == "target":
-                self.set_target(float(value))
+                wanted, at_mono_ns = value
+                self.set_target(float(wanted), at_ns=_from_monotonic(at_mono_ns))
             elif kind == "schedule":
                 start_mono_ns, length = value
-                start = float(start_mono_ns) + (_perf_ns() - time.monotonic_ns())
+                start = _from_monotonic(start_mono_ns)
                 self.start_ns = start
                 if length is not None:
                     self.end_ns = start + float(length) * 1e9
 
-    def set_target(self, value: float) -> None:
+    def set_target(self, value: float, *, at_ns: float | None = None) -> None:
         if not self.running:
             return
         if self.spec.model == "closed":
             self.set_users(int(value))
         else:
-            self.set_rate(value)
+            self.set_rate(value, at_ns=at_ns)
 
     def stop(self, reason: str) -> None:
         if not self.running:
@@ -239,40 +258,62 @@ class _Worker:
         for user in live[n:]:
             user.retire()
         for _ in range(n - len(live)):
-            user = _User(self, len(self.users))
+            user = ClosedUser(self, len(self.users))
             self.users.append(user)
             user.start()
         self.users = [u for u in self.users if not u.retired]
 
     # -- open model ---------------------------------------------------------------
-    def set_rate(self, rate: float) -> None:
+    def set_rate(self, rate: float, *, at_ns: float | None = None) -> None:
+        """Send ``rate`` requests per second from ``at_ns`` on (perf_counter ns; now if None).
+
+        The next send moves at once: a ramp from 0 does not wait out its first tiny
+        rate's interval, and 0 sends nothing until the rate rises again. A change
+        that reaches the worker late still applies from ``at_ns``: requests the new
+        rate owed since then go out at once (their lag measured), and requests the
+        old rate sent too many since then push the next ones back, so the count
+        sent follows the rate the controller asked, not the pipe's delays.
+        """
         rate = max(0.0, rate)
         if rate == self.rate:
             return
+        now = float(_perf_ns())
+        at = now if at_ns is None else min(at_ns, now)
+        if self.start_ns is not None:
+            at = max(at, self.start_ns)
+        at = max(at, self.base_ns)  # changes apply in the order they were asked
+        if self.rate > 0:
+            self.advance(at)  # what the old rate owed before the change
+            self.earned += (at - self.base_ns) / self.interval_ns
+        if self.tick_handle is not None:
+            self.tick_handle.cancel()
+            self.tick_handle = None
+        self.base_ns = at
         self.rate = rate
         if rate == 0.0:
-            if self.tick_handle is not None:
-                self.tick_handle.cancel()
-                self.tick_handle = None
+            self.next_ns = _NEVER
             return
         self.interval_ns = 1e9 / rate
-        if self.tick_handle is None:
-            now = float(_perf_ns())
-            # the first schedule starts at the run's start (sends already due go out at once,
-            # their lag measured); later rate changes start from now
-            self.next_ns = now if self.start_ns is None else min(now, self.start_ns)
-            self.start_ns = None
-            self.tick()
+        self.tick()
+
+    def advance(self, until: float) -> None:
+        """Dispatch every send intended before ``until`` (and before the schedule's end)."""
+        now = _perf_ns()
+        while self.running and self.rate > 0:
+            intended = self.base_ns + (self.sent - self.earned) * self.interval_ns
+            if intended >= self.end_ns:
+                self.next_ns = _NEVER  # the schedule is over; the controller's stop follows
+                return
+            if intended >= until:
+                self.next_ns = intended
+                return
+            self.dispatch(int(intended), now)
+            self.sent += 1
 
     def tick(self) -> None:
-        now = _perf_ns()
-        while self.next_ns <= now and self.running:
-            if self.next_ns >= self.end_ns:
-                self.tick_handle = None
-                return  # the schedule is over; the controller's stop follows
-            self.dispatch(int(self.next_ns), now)
-            self.next_ns += self.interval_ns
-        if self.running and self.rate > 0:
+        self.tick_handle = None
+        self.advance(_perf_ns() + 1)
+        if self.running and self.rate > 0 and self.next_ns < self.end_ns:
             delay = max(0.0, (self.next_ns - _perf_ns()) / 1e9)
             self.tick_handle = self.loop.call_later(delay, self.tick)
 
@@ -384,119 +425,9 @@ class _Worker:
         self.report(final=True)
 
 
-class _User:
-    """One closed-model user: a connection, a place in the cycle, think time."""
-
-    def __init__(self, worker: _Worker, number: int) -> None:
-        self.worker = worker
-        self.number = number
-        self.retired = False
-        self.conn: Connection | None = None
-        self.failures = 0
-        self.position = number * 7  # spread users over the cycle so every endpoint is hit early
-        scenario = worker.spec.scenario
-        self.think = scenario.think_time
-
-    def start(self) -> None:
-        if isinstance(self.worker.spec.scenario, Journey):
-            self.worker.spawn(self.journey_loop())
-        else:
-            self.worker.spawn(self.connect())
-
-    def is_retired(self) -> bool:
-        return self.retired
-
-    def retire(self) -> None:
-        self.retired = True
-        if self.conn is not None and not self.conn.busy:
-            self.conn.close()
-            self.worker.conns.discard(self.conn)
-
-    async def connect(self) -> None:
-        worker = self.worker
-        while worker.running and not self.retired:
-            try:
-                conn = await open_connection(
-                    worker.spec.target, self.on_done, timeout=worker.spec.timeout
-                )
-            except (OSError, TimeoutError) as exc:
-                _, route, method = self.peek()
-                kind = "timeout" if isinstance(exc, TimeoutError) else "connect"
-                worker.record_failure(route, method, kind, str(exc)[:200], 0)
-                self.failures += 1
-                await asyncio.sleep(min(1.0, 0.01 * 2 ** min(self.failures, 7)))
-                continue
-            self.failures = 0
-            if worker.stopped() or self.is_retired():
-                conn.close()
-                return
-            self.conn = conn
-            worker.conns.add(conn)
-            self.send()
-            return
-
-    def peek(self) -> tuple[bytes, str, str]:
-        requests = self.worker.requests
-        return requests[self.position % len(requests)]
-
-    def send(self) -> None:
-        conn = self.conn
-        if conn is None or not self.worker.running or self.retired:
-            return
-        raw, route, method = self.peek()
-        self.position += 1
-        conn.send(raw, (route, method))
-
-    def on_done(self, conn: Connection) -> None:
-        worker = self.worker
-        if not worker.running:
-            return
-        route, method = conn.tag
-        worker.record(conn, route, method, 0)
-        if self.retired:
-            conn.close()
-            worker.conns.discard(conn)
-            return
-        if conn.closed:
-            worker.conns.discard(conn)
-            self.conn = None
-            worker.spawn(self.connect())
-        elif self.think > 0:
-            worker.loop.call_later(self.think, self.send)
-        else:
-            self.send()
-
-    async def journey_loop(self) -> None:
-        worker = self.worker
-        scenario = worker.spec.scenario
-        assert isinstance(scenario, Journey)
-        client = make_client(
-            worker.spec.target,
-            run_id=worker.spec.run_id,
-            timeout=scenario.timeout,
-            headers=scenario.headers,
-        )
-        async with client:
-            session = Session(
-                client, recorder=worker.stats.add, think_time=scenario.think_time, user=self.number
-            )
-            session.data.update(scenario.params)
-            failures = 0
-            while worker.running and not self.retired:
-                try:
-                    await scenario.func(session)
-                    failures = 0
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    worker.journey_errors += 1
-                    failures += 1
-                    await asyncio.sleep(min(1.0, 0.05 * failures))
-
-
 async def run_worker(spec: WorkerSpec, pipe: Pipe) -> None:
     """Run one worker on the current event loop until told to stop."""
-    worker = _Worker(spec, pipe)
+    worker = Worker(spec, pipe)
     await worker.run()
 
 
