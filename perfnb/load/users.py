@@ -14,7 +14,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from perfnb.load.engine import Connection, open_connection
-from perfnb.load.scenarios import Journey, Session, make_client
+from perfnb.load.scenarios import Journey, Session
 
 if TYPE_CHECKING:
     from perfnb.load.worker import Worker
@@ -108,13 +108,7 @@ class ClosedUser:
         worker = self.worker
         scenario = worker.spec.scenario
         assert isinstance(scenario, Journey)
-        client = make_client(
-            worker.spec.target,
-            run_id=worker.spec.run_id,
-            timeout=scenario.timeout,
-            headers=scenario.headers,
-        )
-        async with client:
+        async with worker.journey_client() as client:
             session = Session(
                 client, recorder=worker.stats.add, think_time=scenario.think_time, user=self.number
             )

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 from typing import Any, Literal
 
+import httpx
+
 from perfnb.load.engine import Connection, Target, build_request, open_connection
 from perfnb.load.scenarios import Endpoints, Journey, Session, make_client
 from perfnb.load.stats import Stats
@@ -387,18 +389,23 @@ class Worker:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def journey_client(self) -> httpx.AsyncClient:
+        """A fresh client for one journey of the run's scenario (its run id, headers, timeout)."""
+        scenario = self.spec.scenario
+        assert isinstance(scenario, Journey)
+        return make_client(
+            self.spec.target,
+            run_id=self.spec.run_id,
+            timeout=scenario.timeout,
+            headers=scenario.headers,
+        )
+
     async def one_journey(self) -> None:
         scenario = self.spec.scenario
         assert isinstance(scenario, Journey)
         self.inflight_journeys += 1
         try:
-            client = make_client(
-                self.spec.target,
-                run_id=self.spec.run_id,
-                timeout=scenario.timeout,
-                headers=scenario.headers,
-            )
-            async with client:
+            async with self.journey_client() as client:
                 session = Session(client, recorder=self.stats.add, think_time=scenario.think_time)
                 session.data.update(scenario.params)
                 await scenario.func(session)
