@@ -6,7 +6,9 @@ is generated once in a temporary folder, every day summarised, then side by side
 * ``Store.summary`` over the 30 days, merging the stored daily sketches — with one
   ``Store`` kept open (warm: unchanged summaries come from memory after a stat of
   each and a listing of each day's detail) and with a fresh ``Store`` each time
-  (cold: every summary file read from disk);
+  (cold): rows from the month index (``daily/_index/YYYY-MM.arrow``, one file) and,
+  interleaved with it in the same loop, from the 30 summary files as before the
+  index (``Days.indexed = False``);
 * ``Store.route_summary`` over the same days: DuckDB's exact ``quantile_cont``
   over the 10M detail rows;
 * the time to summarise one day (``Store.summarize``) of ~333k rows.
@@ -24,7 +26,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +85,29 @@ def median_ms(action: Callable[[], object], runs: int) -> tuple[float, float]:
     return statistics.median(walls) * 1e3, statistics.median(cpus) * 1e3
 
 
+def interleaved_ms(actions: list[Callable[[], object]], runs: int) -> list[tuple[float, float]]:
+    """:func:`median_ms` of each action, their runs taken in turn so they share the noise."""
+    walls: list[list[float]] = [[] for _ in actions]
+    cpus: list[list[float]] = [[] for _ in actions]
+    for _ in range(runs):
+        for index, action in enumerate(actions):
+            wall, cpu = time.perf_counter(), time.process_time()
+            action()
+            walls[index].append(time.perf_counter() - wall)
+            cpus[index].append(time.process_time() - cpu)
+    return [
+        (statistics.median(w) * 1e3, statistics.median(c) * 1e3)
+        for w, c in zip(walls, cpus, strict=True)
+    ]
+
+
+def cold_summary(root: Path, first: date, last: date, *, indexed: bool) -> pd.DataFrame:
+    """The 30-day summary from a freshly opened store, with or without the month index."""
+    store = Store(root)
+    store._history.indexed = indexed
+    return store.summary(first, last)
+
+
 def row(label: str, value: str, target: str = "", met: bool | None = None) -> None:
     verdict = "" if met is None else ("met" if met else "MISSED")
     print(f"  {label:<50} {value:>20}  {target:<10} {verdict}")
@@ -125,11 +150,21 @@ def main() -> None:
         one = median_ms(lambda: store.summarize(day), 3)
         row(f"summarise one day ({per_day:,} rows), 3 runs", both(one))
 
-        runs = 7
-        cold = median_ms(lambda: Store(root).summary(first, last), runs)
+        index_bytes = sum(p.stat().st_size for p in root.glob("daily/_index/*.arrow"))
+        row("month index on disk", f"{index_bytes / 1e6:6.1f} MB")
+        runs = 9
         warm_store = Store(root)
         warm_store.summary(first, last)
-        warm = median_ms(lambda: warm_store.summary(first, last), runs)
+        warm, cold, cold_files = interleaved_ms(
+            [
+                lambda: warm_store.summary(first, last),
+                lambda: cold_summary(root, first, last, indexed=True),
+                lambda: cold_summary(root, first, last, indexed=False),
+            ],
+            runs,
+        )
+        indexed = cold_summary(root, first, last, indexed=True)
+        same_rows = indexed.equals(cold_summary(root, first, last, indexed=False))
         exact = median_ms(lambda: store.route_summary(first, last), 5)
         groups = len(warm_store.summary(first, last))
         target = f"≤ {TARGET_MS:.0f} ms"
@@ -140,10 +175,18 @@ def main() -> None:
             warm[0] <= TARGET_MS,
         )
         row(
-            f"30-day summary from sketches, cold, {runs} runs",
+            f"30-day summary from sketches, cold (index), {runs} runs",
             both(cold),
             target,
             cold[0] <= TARGET_MS,
+        )
+        row(f"30-day summary, cold from 30 day files, {runs} runs", both(cold_files))
+        row(
+            "day files / index, cold (wall, CPU)",
+            f"{cold_files[0] / cold[0]:7.1f}x / {cold_files[1] / cold[1]:5.1f}x",
+        )
+        row(
+            "index and day files give the same summary", "yes" if same_rows else "NO", "", same_rows
         )
         row("30-day route_summary (DuckDB, exact), 5 runs", both(exact))
         row(

@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -76,7 +77,12 @@ def day_files(fs: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
     return sorted(files, key=lambda i: i.base_name)
 
 
-def _pid_alive(intent: dict[str, object]) -> bool:
+def writer_alive(intent: Mapping[str, object]) -> bool:
+    """Whether the process that wrote ``intent`` (its ``host`` and ``pid``) still runs.
+
+    Another host's process, or this very process, counts as gone: the intent is
+    then finished by whoever finds it.
+    """
     if intent.get("host") != socket.gethostname():
         return False
     pid = intent.get("pid")
@@ -97,7 +103,7 @@ def finish_interrupted(fs: pafs.FileSystem, directory: str) -> None:
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return
     intent = _read_intent(fs, path)
-    if intent is not None and _pid_alive(intent):
+    if intent is not None and writer_alive(intent):
         return
     if intent is None:  # torn while being written: its merged file was never named
         with contextlib.suppress(OSError):

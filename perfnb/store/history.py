@@ -1,12 +1,14 @@
-"""History over many days: daily summaries kept fresh, and merged into multi-day figures.
+"""History over many days: daily summaries kept fresh, read fast, and merged.
 
 A day's stored summary (:mod:`perfnb.store.summaries`) is used while it is fresh;
 a day whose detail changed since (or that has none yet) is summarised again —
 and the summary written when the day is closed, so the next read finds it. Days
 whose detail retention removed are read from their summaries alone.
 
-Multi-day percentiles come from merging the daily sketches bucket by bucket:
-never from averaging daily percentiles, which is neither bounded nor honest.
+Stored summaries are read from memory while their files are unchanged, else from
+the month index (:mod:`perfnb.store.summary_index`) while it matches them, else
+from the files themselves — after which the index is rewritten. Multi-day figures
+come from merging the daily sketches (:mod:`perfnb.store.merging`).
 
 >>> from perfnb.store.summaries import summary_schema
 >>> merge(summary_schema().empty_table(), by=("route",)).shape[0]
@@ -23,19 +25,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Final
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from perfnb.errors import StoreError
 from perfnb.store.compact import day_files
-from perfnb.store.grouping import extreme, group_rows, sketch_quantiles
+from perfnb.store.merging import MEMORY_NAMES, merge, select
 from perfnb.store.parquet import day_dir
 from perfnb.store.summaries import (
-    KEY_COLUMNS,
-    PERCENTILES,
     SUMMARY_FILE,
     DaySummary,
     SourceFile,
@@ -50,22 +47,16 @@ from perfnb.store.summaries import (
     summary_schema,
     write_summary,
 )
+from perfnb.store.summary_index import Entry, Stamp, read_index, write_index
 
-__all__ = ["MEMORY_NAMES", "Days", "merge"]
+__all__ = ["MEMORY_NAMES", "Days", "merge", "select"]
 
 logger = logging.getLogger("perfnb.store")
 
-#: Process sample names whose max and mean :func:`merge` reports.
-MEMORY_NAMES: Final = ("rss_bytes", "js_heap_bytes")
-#: What ``by`` may hold.
-BY_COLUMNS: Final = (*KEY_COLUMNS, "date")
-#: Stored summaries kept in memory (a few hundred KB for a year of days).
+#: Stored summaries kept in memory (~0.3 MB a day of 50 routes with their load runs).
 _CACHED_DAYS: Final = 400
 #: Threads reading the days of a multi-day read.
 _READERS: Final = 4
-
-#: A summary file's modification time (ns) and size: a rewrite changes them.
-_Stamp = tuple[int, int]
 
 
 @dataclass
@@ -77,9 +68,13 @@ class Days:
     local: bool
     known: dict[str, bool]
     # Stored summaries read so far, by path, checked against the file's stamp.
-    _cache: dict[str, tuple[_Stamp, list[SourceFile], pa.Table | None]] = field(
+    _cache: dict[str, tuple[Stamp, list[SourceFile], pa.Table | None]] = field(
         default_factory=dict, repr=False
     )
+    #: Whether to use and keep the month indexes (:mod:`perfnb.store.summary_index`).
+    indexed: bool = True
+    # Days whose rows were read from their summary file: the index lacks them.
+    _unindexed: set[date] = field(default_factory=set, repr=False)
 
     def detail_dir(self, day: date) -> str:
         return f"{self.root}/events/{day_dir(day)}"
@@ -106,27 +101,107 @@ class Days:
 
     # -- one day -----------------------------------------------------------------------
 
+    def _stamp(self, day: date) -> Stamp | None:
+        info = self.fs.get_file_info(self.summary_path(day))
+        if info.type != pafs.FileType.File:
+            return None
+        return (info.mtime_ns or 0, info.size or 0)
+
+    def _remember(
+        self, day: date, stamp: Stamp, sources: list[SourceFile], table: pa.Table | None
+    ) -> None:
+        if len(self._cache) >= _CACHED_DAYS:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[self.summary_path(day)] = (stamp, sources, table)
+
+    def _cached(self, day: date, stamp: Stamp) -> pa.Table | None:
+        hit = self._cache.get(self.summary_path(day))
+        return hit[2] if hit is not None and hit[0] == stamp else None
+
     def _stored(self, day: date, *, rows: bool) -> tuple[list[SourceFile] | None, pa.Table | None]:
         """A stored summary's sources (and rows, if asked), from memory while unchanged."""
         path = self.summary_path(day)
-        info = self.fs.get_file_info(path)
-        if info.type != pafs.FileType.File:
+        # Stat before reading: rows read after a stat are never older than its stamp.
+        stamp = self._stamp(day)
+        if stamp is None:
             return None, None
-        stamp = (info.mtime_ns or 0, info.size or 0)
         hit = self._cache.get(path)
         if hit is not None and hit[0] == stamp and (hit[2] is not None or not rows):
             return hit[1], hit[2]
         if rows:
             table, sources = read_summary(self.fs, path)
+            self._unindexed.add(day)
         else:
             table, found = None, read_sources(self.fs, path)
             if found is None:
                 return None, None
             sources = found
-        if len(self._cache) >= _CACHED_DAYS:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[path] = (stamp, sources, table)
+        self._remember(day, stamp, sources, table)
         return sources, table
+
+    # -- the index ---------------------------------------------------------------------
+
+    def _from_index(self, days: Sequence[date]) -> set[date]:
+        """Fill the memory cache from the index for ``days``; the days still to read."""
+        if not self.indexed:
+            return set(days)
+        needed: dict[date, dict[date, Stamp]] = {}
+        missing = set()
+        for day in days:
+            stamp = self._stamp(day)
+            if stamp is None:
+                missing.add(day)  # built from the detail, if it has any
+                continue
+            if self._cached(day, stamp) is not None:
+                continue
+            needed.setdefault(day.replace(day=1), {})[day] = stamp
+        for month, wanted in needed.items():
+            found = read_index(self.fs, self.root, month, wanted)
+            for day, entry in found.items():
+                self._remember(day, entry.stamp, list(entry.sources), entry.table)
+            missing |= wanted.keys() - found.keys()
+        return missing
+
+    def save_index(self, days: Sequence[date]) -> None:
+        """Rewrite the index of the months of ``days`` from their current summary files.
+
+        Days whose summary is gone are left out (a month without any loses its index).
+        """
+        if not self.indexed:
+            return
+        months = {day.replace(day=1) for day in days}
+        stored = self.summary_days()
+        for month in sorted(months):
+            entries: dict[date, Entry] = {}
+            stamps: dict[date, Stamp] = {}
+            for day in stored:
+                if day.replace(day=1) != month:
+                    continue
+                stamp = self._stamp(day)
+                hit = self._cache.get(self.summary_path(day))
+                if stamp is None:
+                    continue
+                if hit is not None and hit[0] == stamp and hit[2] is not None:
+                    entries[day] = Entry(stamp, tuple(hit[1]), hit[2])
+                else:
+                    stamps[day] = stamp
+            entries.update(read_index(self.fs, self.root, month, stamps))
+            for day in stamps.keys() - entries.keys():
+                try:
+                    self._stored(day, rows=True)
+                except StoreError as exc:  # left out: a read falls back to the file
+                    logger.warning("%s", exc)
+                    continue
+                # The cache's tuple, not the values returned: its stamp and rows come
+                # from one read even if another thread has replaced it since.
+                hit = self._cache.get(self.summary_path(day))
+                if hit is not None and hit[2] is not None:
+                    entries[day] = Entry(hit[0], tuple(hit[1]), hit[2])
+            # Even when the write failed: the next change tries again, not every read.
+            write_index(self.fs, self.root, month, entries, local=self.local)
+            # A snapshot (list() holds the GIL): other threads may add days meanwhile.
+            done = [day for day in list(self._unindexed) if day.replace(day=1) == month]
+            self._unindexed.difference_update(done)
 
     def _build(self, day: date) -> tuple[pa.Table, list[SourceFile]]:
         directory = self.detail_dir(day)
@@ -138,12 +213,18 @@ class Days:
         directory = self.summary_dir(day)
         return write_summary(self.fs, directory, table, day=day, sources=sources, local=self.local)
 
-    def summarize(self, day: date) -> DaySummary:
-        """Summarise ``day``'s detail and write the summary (replacing any)."""
+    def summarize(self, day: date, *, index: bool = True) -> DaySummary:
+        """Summarise ``day``'s detail and write the summary (replacing any).
+
+        ``index`` rewrites the month's index too; batches of days pass ``False`` and
+        call :meth:`save_index` once.
+        """
         table, sources = self._build(day)
         if not sources:
             raise StoreError(f"day: {day} has no detail to summarise")
         path = self._write(day, table, sources)
+        if index:
+            self.save_index([day])
         return DaySummary(day, path, table.num_rows, sum(s.rows for s in sources), tuple(sources))
 
     def stale(self, day: date) -> str | None:
@@ -194,6 +275,7 @@ class Days:
         if closed:
             try:
                 self._write(day, table, sources)
+                self._unindexed.add(day)
             except StoreError as exc:  # a read still answers; the next one tries again
                 logger.warning("%s", exc)
         return table
@@ -204,7 +286,9 @@ class Days:
         for day in days:
             reason = self.stale(day)
             if reason is not None and reason != "no detail and no summary":
-                out.append(self.summarize(day))
+                out.append(self.summarize(day, index=False))
+        if out:
+            self.save_index([s.day for s in out])
         return out
 
     def load(self, days: Sequence[date], *, today: date) -> pa.Table:
@@ -213,14 +297,20 @@ class Days:
         def one(day: date) -> pa.Table | None:
             return self.table(day, closed=day < today)
 
+        # One file for a month's stored summaries rather than one a day: a cold
+        # read's cost was mostly opening and decoding each day's file.
+        unread = self._from_index(days)
         # Reading (or building) a day releases the GIL for most of its work: a few
-        # threads overlap the days' files on several cores.
-        workers = min(_READERS, len(days), os.cpu_count() or 1)
+        # threads overlap the days' files on several cores. Days in memory need no
+        # threads (starting them costs more than a stat and a listing).
+        workers = min(_READERS, len(unread), os.cpu_count() or 1)
         if workers > 1:
             with ThreadPoolExecutor(workers, thread_name_prefix="perfnb-summaries") as pool:
                 tables = list(pool.map(one, days))
         else:
             tables = [one(day) for day in days]
+        if self._unindexed.intersection(days):
+            self.save_index(sorted(self._unindexed.intersection(days)))
         parts = []
         for day, table in zip(days, tables, strict=True):
             if table is not None and table.num_rows:
@@ -229,262 +319,3 @@ class Days:
         if not parts:
             return summary_schema().insert(0, pa.field("date", pa.date32())).empty_table()
         return pa.concat_tables(parts)
-
-
-def select(
-    rows: pa.Table,
-    *,
-    routes: Sequence[str] | None = None,
-    sources: Sequence[str] | None = None,
-    kinds: Sequence[str] | None = None,
-    services: Sequence[str] | None = None,
-    run_ids: Sequence[str] | None = None,
-    include_load: bool = False,
-) -> np.ndarray:
-    """A mask of the summary rows matching the filters; load runs' rows only when asked."""
-    mask = np.ones(rows.num_rows, np.bool_)
-    filters = {
-        "route": routes,
-        "source": sources,
-        "kind": kinds,
-        "service": services,
-        "run_id": run_ids,
-    }
-    for column, values in filters.items():
-        if values is not None:
-            mask &= _isin(rows, column, values)
-    if not include_load and run_ids is None:
-        mask &= rows.column("run_id").is_null().to_numpy(zero_copy_only=False)
-    return mask
-
-
-def _isin(rows: pa.Table, column: str, values: Sequence[str]) -> np.ndarray:
-    listed = [values] if isinstance(values, str) else list(values)
-    found = pc.is_in(rows.column(column), pa.array(listed, pa.string()))
-    return np.asarray(pc.fill_null(found, False).to_numpy(zero_copy_only=False), np.bool_)
-
-
-# -- merging ---------------------------------------------------------------------------
-#
-# Rows are never filtered (that would copy the bucket lists): a selection mask
-# picks them, and each selected row gets a group number.
-
-#: Most cells of (groups × buckets) merged densely; more take a sort instead.
-_DENSE_LIMIT: Final = 16_000_000
-
-
-@dataclass(frozen=True)
-class _Groups:
-    rows: pa.Table
-    chosen: np.ndarray  # indices of the selected rows
-    of_chosen: np.ndarray  # their group numbers
-    size: int
-    keys: pd.DataFrame  # the key values of each group
-
-    @classmethod
-    def make(cls, rows: pa.Table, selected: np.ndarray, keys: Sequence[str]) -> _Groups:
-        chosen = np.flatnonzero(selected)
-        if not keys:
-            size = 1 if chosen.size else 0
-            return cls(rows, chosen, np.zeros(chosen.size, np.int64), size, pd.DataFrame())
-        part = rows.select(list(keys)).take(pa.array(chosen))
-        numbers, first = group_rows(part, keys)
-        frame = part.take(pa.array(first)).to_pandas()
-        return cls(rows, chosen, numbers, len(first), frame)
-
-    def column(self, name: str) -> np.ndarray:
-        """A numeric column of the chosen rows as float64, null as NaN."""
-        values = self.rows.column(name).cast(pa.float64())
-        numbers: np.ndarray = np.asarray(pc.fill_null(values, np.nan).to_numpy(), np.float64)
-        picked: np.ndarray = numbers[self.chosen]
-        return picked
-
-    def total(self, name: str) -> np.ndarray:
-        return np.bincount(self.of_chosen, weights=self.column(name), minlength=self.size)
-
-    def extreme(self, values: np.ndarray, *, low: bool) -> np.ndarray:
-        present = ~np.isnan(values)
-        return extreme(self.of_chosen[present], values[present], self.size, low=low)
-
-    def sketches(self, prefix: str) -> tuple[pa.Array, pa.Array, np.ndarray]:
-        """Per group: the bucket-wise sum of ``<prefix>_keys/_counts/_zeros``."""
-        keys_column = self.rows.column(f"{prefix}_keys").combine_chunks()
-        counts_column = self.rows.column(f"{prefix}_counts").combine_chunks()
-        size = self.size
-        offsets = keys_column.offsets.to_numpy(zero_copy_only=False)
-        keys = keys_column.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
-        counts = counts_column.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
-        # Rows not chosen fall into one extra group, dropped at the end: cheaper
-        # than cutting their buckets out of the flat arrays.
-        owners = np.full(self.rows.num_rows, size, np.int64)
-        owners[self.chosen] = self.of_chosen
-        lengths = np.diff(offsets)
-        filled = lengths > 0
-        if keys.size and filled[self.chosen].any():
-            # Each row's keys are sorted: its first and last bound the range.
-            low = int(keys[(offsets[:-1] - offsets[0])[filled]].min())
-            high = int(keys[(offsets[1:] - offsets[0] - 1)[filled]].max())
-            span = high - low + 1
-            flat = np.repeat(owners * span - low, lengths) + keys
-            if (size + 1) * span <= _DENSE_LIMIT:  # one dense pass: no sort
-                dense = np.bincount(flat, weights=counts, minlength=(size + 1) * span)
-                unique = np.flatnonzero(dense[: size * span])
-                summed = dense[unique].astype(np.int64)
-            else:
-                chosen = flat < size * span
-                unique, inverse = np.unique(flat[chosen], return_inverse=True)
-                summed = np.bincount(inverse.ravel(), weights=counts[chosen]).astype(np.int64)
-            owner, key = unique // span, unique % span + low
-        else:
-            owner = key = summed = np.zeros(0, np.int64)
-        bounds = pa.array(np.searchsorted(owner, np.arange(size + 1)).astype(np.int32))
-        zeros = self.total(f"{prefix}_zeros").astype(np.int64)
-        return (
-            pa.ListArray.from_arrays(bounds, pa.array(key, pa.int64())),
-            pa.ListArray.from_arrays(bounds, pa.array(summed, pa.int64())),
-            zeros,
-        )
-
-
-def _requests(rows: pa.Table, selected: np.ndarray, by: Sequence[str]) -> pd.DataFrame:
-    groups = _Groups.make(rows, selected, by)
-    out: dict[str, np.ndarray] = {}
-    counts = groups.total("count").astype(np.int64)
-    out["count"] = counts
-    out["errors"] = groups.total("errors").astype(np.int64)
-    out["error_rate"] = out["errors"] / counts
-    for name in ("status_5xx", "status_4xx", "timeouts", "exceptions"):
-        out[name] = groups.total(name).astype(np.int64)
-    keys, bucket_counts, zeros = groups.sketches("duration")
-    lows = groups.extreme(groups.column("duration_min_ms"), low=True)
-    highs = groups.extreme(groups.column("duration_max_ms"), low=False)
-    found = sketch_quantiles(keys, bucket_counts, zeros, lows, highs, [q for q, _ in PERCENTILES])
-    for index, (_, column) in enumerate(PERCENTILES):
-        out[column] = found[:, index]
-    out["max_ms"] = highs
-    flat = bucket_counts.values.to_numpy().astype(np.float64)
-    parents = pc.list_parent_indices(bucket_counts).to_numpy(zero_copy_only=False)
-    sketched = zeros + np.bincount(parents, weights=flat, minlength=groups.size)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["mean_ms"] = groups.total("duration_sum_ms") / sketched
-        for name in ("server_ms", "app_ms", "db_ms"):
-            out[f"{name}_mean"] = groups.total(f"{name}_sum") / groups.total(f"{name}_count")
-    for name in ("request_bytes", "response_bytes"):
-        out[name] = groups.total(f"{name}_sum").astype(np.int64)
-    return pd.concat([groups.keys, pd.DataFrame(out)], axis=1)
-
-
-def _vitals(rows: pa.Table, selected: np.ndarray, by: Sequence[str]) -> pd.DataFrame | None:
-    if not selected.any():
-        return None
-    groups = _Groups.make(rows, selected, [*by, "name"])
-    keys, counts, zeros = groups.sketches("value")
-    scale = groups.column("value_scale")
-    scales = np.ones(groups.size)
-    scales[groups.of_chosen] = scale
-    lows = groups.extreme(groups.column("value_min") * scale, low=True)
-    highs = groups.extreme(groups.column("value_max") * scale, low=False)
-    frame = groups.keys.copy()
-    frame["value"] = sketch_quantiles(keys, counts, zeros, lows, highs, [0.75])[:, 0] / scales
-    frame["column"] = frame["name"].astype(str).str.lower() + "_p75"
-    return _spread(frame, by)
-
-
-def _memory(rows: pa.Table, selected: np.ndarray, by: Sequence[str]) -> pd.DataFrame | None:
-    if not selected.any():
-        return None
-    groups = _Groups.make(rows, selected, [*by, "name"])
-    highs = groups.extreme(groups.column("value_max"), low=False)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = groups.total("value_sum") / groups.total("value_count")
-    names = groups.keys["name"].astype(str)
-    maxima, averages = groups.keys.copy(), groups.keys.copy()
-    maxima["value"], maxima["column"] = highs, names + "_max"
-    averages["value"], averages["column"] = means, names + "_mean"
-    return _spread(pd.concat([maxima, averages], ignore_index=True), by)
-
-
-def _spread(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """One row per ``by`` group, one column per named figure."""
-    if not by:
-        return pd.DataFrame([dict(zip(frame["column"], frame["value"], strict=True))])
-    keyed = frame[[*by, "column", "value"]].copy()
-    for name in by:  # pivot drops null keys; stand them in for the moment
-        keyed[name] = keyed[name].astype(object).where(keyed[name].notna(), _NULL)
-    wide = keyed.pivot_table(index=list(by), columns="column", values="value", aggfunc="first")
-    wide.columns.name = None
-    wide = wide.reset_index()
-    for name in by:
-        wide[name] = wide[name].where(wide[name] != _NULL, None)
-    return wide
-
-
-_NULL: Final = "\x00null"
-
-
-def merge(
-    rows: pa.Table,
-    selected: np.ndarray | None = None,
-    *,
-    by: Sequence[str],
-    kinds: Sequence[str] | None = ("http",),
-    vitals: bool = True,
-    memory: bool = True,
-) -> pd.DataFrame:
-    """Figures per ``by`` group from summary rows of any number of days (those ``selected``).
-
-    Request figures (count, errors by class, error rate, p50/p90/p95/p99/max/mean of
-    ``duration_ms``, server/app/db means, bytes) come from the rows of ``kinds``;
-    ``vitals`` adds ``<name>_p75`` from ``vital`` rows and ``memory`` adds
-    ``<name>_max``/``<name>_mean`` of :data:`MEMORY_NAMES` from ``process`` rows,
-    matched to the same ``by`` groups (when ``by`` does not hold ``name``).
-    """
-    unknown = [name for name in by if name not in BY_COLUMNS]
-    if unknown:
-        raise StoreError(f"by: unknown column {unknown[0]!r}; expected some of {BY_COLUMNS}")
-    by = list(by)
-    chosen = np.ones(rows.num_rows, np.bool_) if selected is None else selected
-    wanted = chosen if kinds is None else chosen & _isin(rows, "kind", kinds)
-    frame = _requests(rows, wanted, by) if wanted.any() else _empty(by)
-    extras: list[pd.DataFrame | None] = []
-    if "name" not in by:
-        kind = rows.column("kind").to_numpy(zero_copy_only=False)
-        if vitals:
-            extras.append(_vitals(rows, chosen & (kind == "vital"), by))
-        if memory:
-            is_memory = (kind == "process") & _isin(rows, "name", MEMORY_NAMES)
-            extras.append(_memory(rows, chosen & is_memory, by))
-    for extra in extras:
-        if extra is None:
-            continue
-        if not by:
-            frame = pd.concat([frame, extra], axis=1)
-            continue
-        frame = _join(frame, extra, by)
-    order = [c for c in ("count",) if c in frame]
-    if by and order:
-        frame = frame.sort_values(["count", *by], ascending=[False] + [True] * len(by))
-    return frame.reset_index(drop=True)
-
-
-def _join(left: pd.DataFrame, right: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    keyed_left, keyed_right = left.copy(), right.copy()
-    for name in by:
-        for frame in (keyed_left, keyed_right):
-            frame[name] = frame[name].astype(object).where(frame[name].notna(), _NULL)
-    out = keyed_left.merge(keyed_right, on=by, how="outer")
-    for name in by:
-        out[name] = out[name].where(out[name] != _NULL, None)
-    if "count" in out:
-        for name in ("count", "errors", "status_5xx", "status_4xx", "timeouts", "exceptions"):
-            out[name] = out[name].fillna(0).astype(np.int64)
-    return out
-
-
-def _empty(by: Sequence[str]) -> pd.DataFrame:
-    columns = [*by, "count", "errors", "error_rate", "status_5xx", "status_4xx", "timeouts"]
-    columns += ["exceptions", *(c for _, c in PERCENTILES), "max_ms", "mean_ms"]
-    columns += ["server_ms_mean", "app_ms_mean", "db_ms_mean", "request_bytes", "response_bytes"]
-    return pd.DataFrame(
-        {name: pd.Series(dtype=object if name in by else float) for name in columns}
-    )

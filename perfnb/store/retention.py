@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pyarrow.fs as pafs
 
 from perfnb.errors import ConfigError, PerfnbError
-from perfnb.store.compact import day_files
+from perfnb.store.compact import day_files, writer_alive
 
 if TYPE_CHECKING:
     from perfnb.store.history import Days
@@ -336,22 +336,9 @@ def _carry_out(
             freed += info.size or 0
             report("delete", path)
         _remove_empty(fs, history.summary_dir(day))
+    if summaries:  # the index would only ignore them; dropping them frees the space
+        history.save_index([date.fromisoformat(text) for text in summaries])
     return freed
-
-
-def _alive(intent: dict[str, Any]) -> bool:
-    if intent.get("host") != socket.gethostname():
-        return False
-    pid = intent.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def finish_interrupted(history: Days) -> bool:
@@ -369,7 +356,7 @@ def finish_interrupted(history: Days) -> bool:
         return False
     except (OSError, ValueError):
         intent = None  # written atomically, so unreadable means damaged: act on nothing
-    if isinstance(intent, dict) and _alive(intent):
+    if isinstance(intent, dict) and writer_alive(intent):
         return False
     if isinstance(intent, dict):
         detail = intent.get("detail")

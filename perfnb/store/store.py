@@ -4,6 +4,8 @@ Layout under the root (a local folder, or any filesystem URI pyarrow knows)::
 
     <root>/events/date=YYYY-MM-DD/<unique>.parquet   detail records
     <root>/daily/date=YYYY-MM-DD/summary.parquet     daily summaries (perfnb.store.summaries)
+    <root>/daily/_index/YYYY-MM.arrow                a month's summaries, a derived cache
+    <root>/baselines/<name>.json                     saved baselines (perfnb.analysis.compare)
     <root>/_wal/<segment>.log                        append logs of running writers
 
 For a root that is not on the local disk the append log lives in a local folder

@@ -49,6 +49,7 @@ import contextlib
 import json
 import os
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -319,6 +320,11 @@ def write_summary(
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            # A file's mtime moves with the kernel's coarse clock (milliseconds): two
+            # rewrites of equal size could share a stamp, which the caches of stored
+            # summaries (in memory and the index) would take for one file.
+            now = time.time_ns()
+            os.utime(temp, ns=(now, now))
             os.replace(temp, final)  # readers see the old summary or the new one
         else:
             fs.move(temp, final)
