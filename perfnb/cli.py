@@ -53,6 +53,11 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
         "main_export",
         "export records from a store to CSV, JSON, JSON lines or Parquet",
     ),
+    "health": (
+        "perfnb.healthcmd",
+        "main_health",
+        "replay a store's detail through the health engine (--write keeps what it finds)",
+    ),
     "report": (
         "perfnb.report",
         "main_report",

@@ -1,7 +1,7 @@
 """The post-mortem report: ``notebooks/03_post_mortem.ipynb`` run headless into one HTML file.
 
 :func:`build_report` (and ``perfnb report``) gives the notebook its parameters
-(``STORE``, ``START``, ``END``, ``BASELINE``, ``PNG_DIR``) in a cell placed after
+(``STORE``, ``START``, ``END``, ``BASELINE``, ``PNG_DIR``, ``HEALTH``) in a cell placed after
 the one tagged ``parameters`` — papermill's convention, without papermill — runs it
 with nbclient in a fresh kernel, and exports it with nbconvert to a single static
 HTML file:
@@ -14,8 +14,8 @@ HTML file:
 - ``png`` asks the notebook for one PNG per chart (kaleido with the machine's
   Chromium).
 
-The notebook also carries the few figure builders it needs (:func:`timeline_figure`)
-and :func:`write_pngs`.
+The notebook's figure builders (:func:`timeline_figure`, :func:`write_pngs`) live
+in :mod:`perfnb.reportfigures` and are re-exported here.
 
 >>> from datetime import UTC, datetime
 >>> fig = timeline_figure(None, None, start=datetime(2026, 1, 1, tzinfo=UTC),
@@ -28,23 +28,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from perfnb._paths import notebooks_dir
 from perfnb.errors import ConfigError, PerfnbError, StoreError
+from perfnb.reportfigures import timeline_figure, write_pngs
 
 if TYPE_CHECKING:
     import nbformat
-    import pandas as pd
+
+    from perfnb.analysis.healthconfig import HealthConfig
 
 __all__ = [
     "NOTEBOOK",
@@ -134,7 +137,12 @@ def _check_store(root: str) -> None:
 
 
 def _parameters(
-    store: str, start: datetime, end: datetime, baseline: str | None, png: Path | None
+    store: str,
+    start: datetime,
+    end: datetime,
+    baseline: str | None,
+    png: Path | None,
+    health: HealthConfig | None = None,
 ) -> str:
     values = {
         "STORE": store,
@@ -142,6 +150,7 @@ def _parameters(
         "END": end.isoformat(),
         "BASELINE": baseline,
         "PNG_DIR": None if png is None else str(png),
+        "HEALTH": None if health is None else json.dumps(health.to_dict(), sort_keys=True),
     }
     # repr of str/None is a Python literal: nothing the user typed can become code
     return "# Parameters of this report\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items())
@@ -268,11 +277,14 @@ def build_report(
     png: str | os.PathLike[str] | None = None,
     notebook: str | os.PathLike[str] | None = None,
     timeout: float = 600.0,
+    health: HealthConfig | None = None,
 ) -> Report:
     """Run the post-mortem notebook over ``[start, end)`` of a store; write one HTML file.
 
     ``baseline`` names a saved baseline (:mod:`perfnb.analysis.compare`) to compare
-    the range with; ``png`` a folder for one PNG per chart. Strings without an
+    the range with; ``png`` a folder for one PNG per chart; ``health`` the
+    thresholds the health engine replays the range with when nothing watched it
+    live (no ``health``/``alert`` records in it). Strings without an
     offset are UTC. Bad arguments raise :class:`~perfnb.errors.ConfigError` or
     :class:`~perfnb.errors.StoreError` before any kernel starts; a failing notebook
     raises :class:`ReportError` (the executed notebook is kept beside ``out`` as
@@ -306,7 +318,7 @@ def build_report(
     if png_dir is not None:
         png_dir.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(source, as_version=4)  # type: ignore[no-untyped-call]
-    _with_parameters(nb, _parameters(root, first, last, baseline, png_dir))
+    _with_parameters(nb, _parameters(root, first, last, baseline, png_dir, health))
     with tempfile.TemporaryDirectory(prefix="perfnb-report-") as workdir:
         try:
             _execute(nb, Path(workdir), timeout)
@@ -326,202 +338,22 @@ def build_report(
     )
 
 
-# -- the figures the notebook draws -----------------------------------------------------
-
-#: Colour of a health state (its level) in the timeline.
-_STATE_LEVEL: Final = {
-    "healthy": "ok",
-    "good": "ok",
-    "optimal": "ok",
-    "degraded": "warn",
-    "slow": "warn",
-    "failing": "bad",
-    "timeout": "bad",
-    "poor": "bad",
-}
-_LEVEL_COLOUR: Final = {"ok": "#2e7d32", "warn": "#f9a825", "bad": "#c62828", "none": "#9e9e9e"}
-_SEVERITY_COLOUR: Final = {"critical": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
-
-
-def _tag(tags: object, key: str) -> str:
-    if isinstance(tags, Mapping):
-        return str(tags.get(key, ""))
-    if isinstance(tags, Sequence) and not isinstance(tags, str):
-        # pyarrow hands map columns to pandas as lists of (key, value) pairs
-        for pair in tags:
-            if isinstance(pair, tuple | list) and len(pair) == 2 and pair[0] == key:
-                return str(pair[1])
-    return ""
-
-
-def _iso(value: Any) -> str:
-    import pandas as pd
-
-    return str(pd.Timestamp(value).isoformat())
-
-
-def timeline_figure(
-    marks: pd.DataFrame | None,
-    runs: pd.DataFrame | None,
-    *,
-    start: datetime,
-    end: datetime,
-) -> dict[str, Any]:
-    """A Plotly figure dict: health transitions, alerts and load runs in lanes over time.
-
-    ``marks`` holds ``health``/``alert`` records (``time``, ``kind``, ``name``,
-    ``tags`` with ``state``/``previous``/``reason`` or ``severity``/``state``/
-    ``reason``); ``runs`` one row per load run (``run_id``, ``first``, ``last``,
-    optionally ``requests`` and ``errors``). With neither, the chart still shows
-    the range, with one line saying nothing was recorded.
-    """
-    traces: list[dict[str, Any]] = []
-    lanes: list[str] = []
-
-    def lane(label: str) -> str:
-        if label not in lanes:
-            lanes.append(label)
-        return label
-
-    if runs is not None and not runs.empty:
-        xs: list[str | None] = []
-        ys: list[str | None] = []
-        texts: list[str | None] = []
-        for row in runs.itertuples(index=False):
-            label = lane(f"load · {row.run_id}")
-            note = f"run {row.run_id}: {getattr(row, 'requests', '?')} requests"
-            if getattr(row, "errors", None) is not None:
-                note += f", {row.errors} errors"
-            xs += [_iso(row.first), _iso(row.last), None]
-            ys += [label, label, None]
-            texts += [note, note, None]
-        traces.append(
-            {
-                "type": "scatter",
-                "mode": "lines",
-                "name": "load run",
-                "x": xs,
-                "y": ys,
-                "text": texts,
-                "hoverinfo": "text+x",
-                "line": {"width": 14, "color": "#7e57c2"},
-            }
-        )
-    if marks is not None and not marks.empty:
-        health = marks[marks["kind"] == "health"]
-        alerts = marks[marks["kind"] == "alert"]
-        by_level: dict[str, dict[str, list[str]]] = {}
-        for row in health.itertuples(index=False):
-            state = _tag(row.tags, "state") or "unknown"
-            level = _STATE_LEVEL.get(state, "none")
-            bucket = by_level.setdefault(level, {"x": [], "y": [], "text": []})
-            bucket["x"].append(_iso(row.time))
-            bucket["y"].append(lane(f"health · {row.name}"))
-            previous = _tag(row.tags, "previous") or "?"
-            bucket["text"].append(f"{row.name}: {previous} → {state}. {_tag(row.tags, 'reason')}")
-        for level, points in by_level.items():
-            traces.append(
-                {
-                    "type": "scatter",
-                    "mode": "markers",
-                    "name": f"health: {level}",
-                    **points,
-                    "hoverinfo": "text+x",
-                    "marker": {"size": 12, "color": _LEVEL_COLOUR[level], "symbol": "circle"},
-                }
-            )
-        by_state: dict[tuple[str, str], dict[str, list[str]]] = {}
-        for row in alerts.itertuples(index=False):
-            state = _tag(row.tags, "state") or "raised"
-            severity = _tag(row.tags, "severity") or "warning"
-            key = (state, severity)
-            bucket = by_state.setdefault(key, {"x": [], "y": [], "text": []})
-            bucket["x"].append(_iso(row.time))
-            bucket["y"].append(lane(f"alert · {row.name}"))
-            bucket["text"].append(f"{row.name} {state} ({severity}): {_tag(row.tags, 'reason')}")
-        for (state, severity), points in sorted(by_state.items()):
-            cleared = state == "cleared"
-            traces.append(
-                {
-                    "type": "scatter",
-                    "mode": "markers",
-                    "name": f"alert {state}" + ("" if cleared else f" ({severity})"),
-                    **points,
-                    "hoverinfo": "text+x",
-                    "marker": {
-                        "size": 13,
-                        "symbol": "circle-open" if cleared else "triangle-up",
-                        "color": "#2e7d32"
-                        if cleared
-                        else _SEVERITY_COLOUR.get(severity, "#ef6c00"),
-                        "line": {"width": 2},
-                    },
-                }
-            )
-    annotations = []
-    if not traces:
-        label = lane("nothing recorded")
-        traces.append(
-            {
-                "type": "scatter",
-                "mode": "lines",
-                "name": "nothing recorded",
-                "x": [_iso(start), _iso(end)],
-                "y": [label, label],
-                "line": {"color": "#bdbdbd", "dash": "dot"},
-                "hoverinfo": "skip",
-            }
-        )
-        annotations.append(
-            {
-                "text": "no health transitions, alerts or load runs in this range",
-                "xref": "paper",
-                "yref": "paper",
-                "x": 0.5,
-                "y": 0.5,
-                "showarrow": False,
-                "font": {"color": "#757575"},
-            }
-        )
-    return {
-        "data": traces,
-        "layout": {
-            "title": {"text": "Timeline: health transitions, alerts and load runs"},
-            "height": 140 + 34 * len(lanes),
-            "margin": {"l": 170, "r": 20, "t": 50, "b": 40},
-            "xaxis": {"type": "date", "range": [_iso(start), _iso(end)]},
-            "yaxis": {
-                "type": "category",
-                "categoryorder": "array",
-                "categoryarray": list(reversed(lanes)),
-            },
-            "showlegend": True,
-            "legend": {"orientation": "h", "y": -0.25},
-            "annotations": annotations,
-        },
-    }
-
-
-def write_pngs(
-    figures: Mapping[str, Mapping[str, Any]], folder: str | os.PathLike[str]
-) -> list[Path]:
-    """One PNG per figure in ``folder`` (``<name>.png``), drawn by kaleido in one session."""
-    import plotly.io as pio  # type: ignore[import-untyped]
-
-    target = Path(folder)
-    target.mkdir(parents=True, exist_ok=True)
-    paths = [target / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + ".png") for name in figures]
-    sized = []
-    for fig in figures.values():
-        layout = dict(fig.get("layout") or {})
-        layout.setdefault("width", 1000)
-        layout.setdefault("height", 420)
-        sized.append({"data": list(fig.get("data", [])), "layout": layout})
-    pio.write_images(sized, [str(p) for p in paths], format="png", validate=False)
-    return paths
-
-
 # -- the command ------------------------------------------------------------------------
+
+
+def _health_config(path: str | None) -> HealthConfig | None:
+    from perfnb.analysis.healthconfig import HealthConfig
+
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--health-config: cannot read {path!r} ({exc})") from None
+    try:
+        return HealthConfig.from_json(text)
+    except ConfigError as exc:
+        raise ConfigError(f"--health-config {path}: {exc}") from None
 
 
 def main_report(argv: Sequence[str]) -> int:
@@ -546,10 +378,16 @@ def main_report(argv: Sequence[str]) -> int:
     parser.add_argument("--png", metavar="DIR", help="also write one PNG per chart into DIR")
     parser.add_argument("--notebook", help="another post-mortem notebook to run")
     parser.add_argument(
+        "--health-config",
+        metavar="FILE.json",
+        help="health thresholds for replaying the range when nothing watched it live",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds per cell (default: %(default)s)"
     )
     args = parser.parse_args(list(argv))
     try:
+        health = _health_config(args.health_config)
         report = build_report(
             args.store,
             args.start,
@@ -559,6 +397,7 @@ def main_report(argv: Sequence[str]) -> int:
             png=args.png,
             notebook=args.notebook,
             timeout=args.timeout,
+            health=health,
         )
     except ReportError as exc:
         print(f"perfnb report: {exc}", file=sys.stderr)

@@ -99,6 +99,9 @@ def test_report_tells_the_story_in_the_store(built: dict[str, Any]) -> None:
         f"load · {RUN_ID}",
     ):
         assert json.dumps(lane) in html  # as plotly writes it into the figure's JSON
+    # the store's own health records are shown, not a replay of the detail
+    assert "Timeline: health transitions, alerts and load runs" in html
+    assert "health replayed from the detail" not in html
     # the burst half way (10:05:00 to 10:05:40) is found
     assert re.search(r"<strong>1 burst\(s\)</strong>", html)
     assert "2026-03-02 10:05:00" in html

@@ -78,18 +78,17 @@ from __future__ import annotations
 
 import math
 import random
-import statistics
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from perfnb.analysis.healthconfig import HealthConfig
-from perfnb.analysis.healthrecords import ALERTS, STATES, alert_record, health_record, records_of
+from perfnb.analysis.healthrecords import ALERTS, STATES, OpenAlerts, health_record, records_of
+from perfnb.analysis.healthstates import ClientWindow, Verdict, judge_polling, judge_server
 from perfnb.analysis.hysteresis import Hysteresis
 from perfnb.analysis.leaks import LeakDetector, LeakEvent
-from perfnb.analysis.routehealth import RouteHealth, Tally, is_timeout, percentile
+from perfnb.analysis.routehealth import RouteHealth, Tally, is_timeout
 from perfnb.analysis.runaway import PollTracker, RunawayEvent
 from perfnb.schema import Record
 
@@ -101,7 +100,6 @@ __all__ = ["ALERTS", "STATES", "HealthConfig", "HealthEngine", "HealthState", "r
 _OTHER: Final = "(other)"
 _ALL: Final = "*"
 _MAX_LEAK_SERIES: Final = 1000
-_LONG_FRAMES: Final = frozenset({"long-animation-frame", "long-task"})
 
 
 class HealthState(NamedTuple):
@@ -151,13 +149,11 @@ class HealthEngine:
         self._last_poll: dict[str, float] = {}
         self._tracker = PollTracker(self.config)
         self._leaks: dict[tuple[str, str, str], LeakDetector] = {}
-        self._vitals: deque[tuple[float, str, float]] = deque(maxlen=20_000)
-        self._long_frames: deque[float] = deque(maxlen=20_000)
-        self._renders_seen = 0.0
+        self._browsers = ClientWindow(self.config)
         enter, leave = self.config.enter_windows, self.config.leave_windows
         self._levels = {name: Hysteresis(enter=enter, leave=leave) for name in STATES}
         self._states = {name: HealthState("unknown", "no data yet", 0.0) for name in STATES}
-        self._active: dict[tuple[str, str, str], Record] = {}
+        self._open = OpenAlerts(service=service)
         self._out: list[Record] = []
         self.stats = {
             "records": 0,
@@ -178,7 +174,7 @@ class HealthEngine:
     @property
     def active_alerts(self) -> list[Record]:
         """Alerts raised and not cleared yet (their ``raised`` records)."""
-        return list(self._active.values())
+        return self._open.records
 
     @property
     def baselines(self) -> dict[str, tuple[float, float, int]]:
@@ -262,16 +258,10 @@ class HealthEngine:
         elif kind == "process":
             self._memory(record, source)
         elif source == "browser" and kind == "vital":
-            name, value = record.get("name"), record.get("value")
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            if isinstance(name, str) and name in self.config.vitals and number:
-                self._vitals.append((self._now, name, float(value)))  # type: ignore[arg-type]
+            self._browsers.vital(self._now, record.get("name"), record.get("value"))
         elif source == "browser" and kind == "render":
-            self._renders_seen = self._now
-            if record.get("name") in _LONG_FRAMES:
-                length = record.get("value") or record.get("duration_ms") or 0.0
-                if length >= self.config.long_frame_ms:
-                    self._long_frames.append(self._now)
+            length = record.get("value") or record.get("duration_ms") or 0.0
+            self._browsers.render(self._now, record.get("name"), length)
         else:
             self.stats["ignored"] += 1
 
@@ -410,86 +400,22 @@ class HealthEngine:
                 self._clear(key, change.value, change.reason)
 
     def _judge_polling(self) -> None:
-        cfg = self.config
         # The server's view of polls wins; a client-only setup counts its own.
         polls = self._polls if self._polls.requests else self._client_polls
-        runaways = self._tracker.runaways
-        if not polls.requests and not runaways:
-            return
-        recover = cfg.recover_ratio
-        share = polls.errors / polls.requests if polls.requests else 0.0
-        median = statistics.median(self._poll_intervals) if self._poll_intervals else None
-        slow = cfg.poll_max_s * cfg.poll_slow_ratio
-
-        def grade(scale: float) -> int:
-            if share >= cfg.poll_failing_errors * scale:
-                return 2
-            late = median is not None and median > slow * scale
-            return int(share >= cfg.poll_degraded_errors * scale or bool(runaways) or late)
-
-        if runaways:
-            client, interval = next(iter(runaways.items()))
-            every = f"every {interval:.2f} s" if interval is not None else "too often"
-            reason = f"{len(runaways)} client(s) running away ({client} polls {every})"
-        elif median is not None and median > slow:
-            reason = f"polls every {median:.1f} s, expected {cfg.poll_min_s:g}–{cfg.poll_max_s:g} s"
-        else:
-            every = f", median every {median:.1f} s" if median is not None else ""
-            reason = f"{share:.0%} of {polls.requests} polls failed{every}"
-        self._state("apiPolling", grade(1.0), grade(recover), reason)
+        verdict = judge_polling(self.config, polls, self._tracker.runaways, self._poll_intervals)
+        self._verdict("apiPolling", verdict)
 
     def _judge_server(self) -> None:
-        cfg = self.config
         primary, requests, timeouts = self._view(_ALL)
-        if primary is None or requests < cfg.min_requests or not primary.durations:
-            return
-        recover = cfg.recover_ratio
-        p95 = percentile(primary.durations, 0.95)
-        share = timeouts / requests
-
-        def grade(scale: float) -> int:
-            if share >= cfg.timeout_share * scale and timeouts:
-                return 2
-            return int(p95 >= cfg.slow_ms * scale)
-
-        if share >= cfg.timeout_share * recover and timeouts:
-            reason = f"{timeouts} of {requests} requests timed out ({share:.0%})"
-        else:
-            reason = f"p95 {p95:.0f} ms over {requests} requests (slow at {cfg.slow_ms:g} ms)"
-        self._state("serverResponse", grade(1.0), grade(recover), reason)
+        verdict = judge_server(self.config, primary, requests=requests, timeouts=timeouts)
+        self._verdict("serverResponse", verdict)
 
     def _judge_client(self) -> None:
-        cfg = self.config
-        horizon = self._now - cfg.vitals_window_s
-        while self._vitals and self._vitals[0][0] < horizon:
-            self._vitals.popleft()
-        while self._long_frames and self._long_frames[0] < horizon:
-            self._long_frames.popleft()
-        if not self._vitals and self._renders_seen < horizon:
-            return
-        by_name: dict[str, list[float]] = {}
-        for _, name, value in self._vitals:
-            by_name.setdefault(name, []).append(value)
-        per_minute = len(self._long_frames) * 60.0 / cfg.vitals_window_s
-        judged = []
-        for name, values in sorted(by_name.items()):
-            good, poor = cfg.vitals[name]
-            p75 = percentile(values, 0.75)
-            shown = f"{p75:.3g}" if name == "CLS" else f"{p75:.0f} ms"
-            judged.append((name, p75, good, poor, f"{name} {shown}"))
+        self._verdict("clientPerformance", self._browsers.judge(self._now))
 
-        def grade(scale: float) -> int:
-            worst = 0
-            for _, p75, good, poor, _text in judged:
-                worst = max(worst, 2 if p75 > poor * scale else int(p75 > good * scale))
-            if per_minute >= cfg.long_frames_poor * scale:
-                return 2
-            return max(worst, int(per_minute >= cfg.long_frames_degraded * scale))
-
-        parts = [text for *_, text in judged]
-        reason = ", ".join(parts) + (" at p75; " if parts else "")
-        reason += f"{per_minute:.0f} long frames/min"
-        self._state("clientPerformance", grade(1.0), grade(cfg.recover_ratio), reason)
+    def _verdict(self, name: str, verdict: Verdict | None) -> None:
+        if verdict is not None:  # nothing to judge: the state stays as it was
+            self._state(name, verdict.up, verdict.down, verdict.reason)
 
     def _state(self, name: str, up: int, down: int, reason: str) -> None:
         level = self._levels[name]
@@ -523,40 +449,15 @@ class HealthEngine:
         route: str | None = None,
         client: str | None = None,
     ) -> None:
-        name = key[0]
-        if key in self._active:
-            return
-        record = alert_record(
-            now=self._now,
-            name=name,
-            state="raised",
-            value=value,
-            reason=reason,
-            route=route,
-            client=client,
-            service=self.service,
-        )
-        self._active[key] = record
-        self.stats["alerts"] += 1
-        self._out.append(record)
+        record = self._open.raise_(key, self._now, value, reason, route=route, client=client)
+        if record is not None:
+            self.stats["alerts"] += 1
+            self._out.append(record)
 
     def _clear(self, key: tuple[str, str, str], value: float, reason: str) -> None:
-        raised = self._active.pop(key, None)
-        if raised is None:
-            return
-        route, client = raised.get("route"), raised.get("client")
-        self._out.append(
-            alert_record(
-                now=self._now,
-                name=key[0],
-                state="cleared",
-                value=value,
-                reason=reason,
-                route=route,
-                client=client,
-                service=self.service,
-            )
-        )
+        record = self._open.clear(key, self._now, value, reason)
+        if record is not None:
+            self._out.append(record)
 
     def _runaway(self, event: RunawayEvent) -> None:
         key = ("runaway", "", event.client)

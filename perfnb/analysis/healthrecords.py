@@ -24,7 +24,15 @@ from perfnb.schema import Record
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ALERTS", "SEVERITY", "STATES", "alert_record", "health_record", "records_of"]
+__all__ = [
+    "ALERTS",
+    "SEVERITY",
+    "STATES",
+    "OpenAlerts",
+    "alert_record",
+    "health_record",
+    "records_of",
+]
 
 #: The health states and their values, best first.
 STATES: Final[dict[str, tuple[str, ...]]] = {
@@ -114,6 +122,76 @@ def alert_record(
         "message": f"{name} {state}{where}: {reason}"[:256],
     }
     return record
+
+
+class OpenAlerts:
+    """The alerts raised and not cleared yet, by key; raising or clearing makes its record.
+
+    A key (the alert's name first, then what it is about) is raised once until it
+    is cleared; clearing a key that is not open does nothing.
+
+    >>> book = OpenAlerts()
+    >>> key = ("timeout", "/a", "")
+    >>> book.raise_(key, 0.0, 0.5, "5 of 10 timed out", route="/a")["tags"]["state"]
+    'raised'
+    >>> book.raise_(key, 1.0, 0.5, "again") is None, len(book.records)
+    (True, 1)
+    >>> book.clear(key, 2.0, 0.0, "0 of 10")["route"], book.records
+    ('/a', [])
+    """
+
+    def __init__(self, *, service: str | None = None) -> None:
+        self.service = service
+        self._open: dict[tuple[str, str, str], Record] = {}
+
+    @property
+    def records(self) -> list[Record]:
+        """The ``raised`` records of the open alerts, oldest first."""
+        return list(self._open.values())
+
+    def raise_(
+        self,
+        key: tuple[str, str, str],
+        now: float,
+        value: float,
+        reason: str,
+        *,
+        route: str | None = None,
+        client: str | None = None,
+    ) -> Record | None:
+        """The ``raised`` record, or ``None`` when ``key`` is open already."""
+        if key in self._open:
+            return None
+        record = alert_record(
+            now=now,
+            name=key[0],
+            state="raised",
+            value=value,
+            reason=reason,
+            route=route,
+            client=client,
+            service=self.service,
+        )
+        self._open[key] = record
+        return record
+
+    def clear(
+        self, key: tuple[str, str, str], now: float, value: float, reason: str
+    ) -> Record | None:
+        """The ``cleared`` record (same route and client as raised), or ``None``."""
+        raised = self._open.pop(key, None)
+        if raised is None:
+            return None
+        return alert_record(
+            now=now,
+            name=key[0],
+            state="cleared",
+            value=value,
+            reason=reason,
+            route=raised.get("route"),
+            client=raised.get("client"),
+            service=self.service,
+        )
 
 
 def records_of(data: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[Record]:

@@ -9,7 +9,8 @@ holds per-route p50/p95/p99, throughput, errors, the server/network split,
 process memory and CPU, Web Vitals and the polling cadence.
 
 Summaries are cached per second; :meth:`Aggregator.take_dirty` returns the seconds
-changed since the last call, so the dashboard sends only those.
+changed since the last call, so the dashboard sends only those. The cells, the
+filters and the summary of one second are in :mod:`perfnb.widgets.buckets`.
 
 >>> from datetime import datetime, UTC
 >>> agg = Aggregator(clock=lambda: 100.5)
@@ -23,109 +24,30 @@ changed since the last call, so the dashboard sends only those.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 import numpy as np
 
 from perfnb.widgets._protocols import SecondSummary
+from perfnb.widgets.buckets import (
+    CLIENT_SOURCES,
+    HTTP_KINDS,
+    TIMEOUT_STATUSES,
+    Cell,
+    Filters,
+    Second,
+    is_error,
+    selected,
+    summarise,
+)
 
 __all__ = ["Aggregator", "Filters", "is_error"]
 
-#: Sources whose HTTP records are a client's view (they can split server/network).
-CLIENT_SOURCES: Final = frozenset({"client", "load", "browser"})
-#: Kinds that are HTTP exchanges with a latency worth a percentile.
-HTTP_KINDS: Final = frozenset({"http"})
-#: Statuses that count as errors besides 5xx: 0 means no response arrived.
-NO_RESPONSE: Final = 0
-#: Answers that say a deadline passed (gateway and request timeouts).
-TIMEOUT_STATUSES: Final = frozenset({408, 504})
 _MB: Final = 1024.0 * 1024.0
-
-
-def is_error(status: int | None, error_type: str | None) -> bool:
-    """Whether an HTTP record counts as an error: a 5xx, no response, or a raised error.
-
-    4xx answers are the client's mistake, not the service failing, so they do not count.
-
-    >>> is_error(503, None), is_error(404, None), is_error(200, "timeout")
-    (True, False, True)
-    """
-    if error_type:
-        return True
-    if status is None:
-        return False
-    return status >= 500 or status == NO_RESPONSE
-
-
-@dataclass(frozen=True, slots=True)
-class Filters:
-    """Which records the charts count.
-
-    ``routes``/``sources`` empty mean "all" and "auto" (the server's own records
-    when there are any, otherwise every source), so the same request seen by a
-    client and by the server is not counted twice.
-    """
-
-    exclude_load: bool = True
-    exclude_perfnb: bool = True
-    routes: frozenset[str] = frozenset()
-    sources: frozenset[str] = frozenset()
-
-
-class _Cell:
-    """Raw figures of one second for one (route, source, load?) key."""
-
-    __slots__ = (
-        "durations",
-        "errors",
-        "net_sum",
-        "poll_intervals",
-        "polls",
-        "split",
-        "srv_sum",
-        "timeouts",
-    )
-
-    def __init__(self) -> None:
-        self.durations = array("f")
-        self.errors = 0
-        self.timeouts = 0
-        self.srv_sum = 0.0
-        self.net_sum = 0.0
-        self.split = 0
-        self.polls = 0
-        self.poll_intervals = array("f")
-
-
-@dataclass(slots=True)
-class _Second:
-    cells: dict[tuple[str, str, bool], _Cell] = field(default_factory=dict)
-    perfnb_cells: dict[tuple[str, str, bool], _Cell] = field(default_factory=dict)
-    process: dict[str, float] = field(default_factory=dict)
-    vitals: dict[str, list[float]] = field(default_factory=dict)
-    records: int = 0
-
-
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
-def _p75(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(0.75 * len(ordered)) - 1)]
-
-
-def _r(value: float) -> float:
-    # three significant decimals keep the messages small without changing a chart
-    return round(float(value), 3)
 
 
 class Aggregator:
@@ -147,7 +69,7 @@ class Aggregator:
         self.filters = filters or Filters()
         self._is_poll = polling_routes or (lambda route: "poll" in route.lower())
         self._clock = clock
-        self._seconds: dict[int, _Second] = {}
+        self._seconds: dict[int, Second] = {}
         self._cache: dict[int, SecondSummary] = {}
         self._dirty: set[int] = set()
         self._last_poll: dict[tuple[str, str, str], float] = {}
@@ -248,7 +170,7 @@ class Aggregator:
             return False
         bucket = self._seconds.get(second)
         if bucket is None:
-            bucket = self._seconds[second] = _Second()
+            bucket = self._seconds[second] = Second()
         bucket.records += 1
         self.stats["records"] += 1
         is_load = bool(run_id)
@@ -258,7 +180,7 @@ class Aggregator:
             cells = bucket.perfnb_cells if perfnb_own else bucket.cells
             cell = cells.get(key)
             if cell is None:
-                cell = cells[key] = _Cell()
+                cell = cells[key] = Cell()
                 self._routes.add(key[0])
                 self._sources.add(source)
             cell.durations.append(duration)
@@ -335,82 +257,6 @@ class Aggregator:
         return frozenset(self._sources) | frozenset({"client", "load", "browser"})
 
     # -- summaries ----------------------------------------------------------------------
-    def _selected(
-        self, bucket: _Second, sources: frozenset[str]
-    ) -> Iterable[tuple[tuple[str, str, bool], _Cell]]:
-        f = self.filters
-        groups = [bucket.cells.items()]
-        if not f.exclude_perfnb:
-            groups.append(bucket.perfnb_cells.items())
-        for items in groups:
-            for key, cell in items:
-                route, source, is_load = key
-                if f.exclude_load and is_load:
-                    continue
-                if f.routes and route not in f.routes:
-                    continue
-                if source not in sources and not (source == "perfnb" and not f.exclude_perfnb):
-                    continue
-                yield key, cell
-
-    def _split_cells(self, bucket: _Second) -> Iterable[_Cell]:
-        f = self.filters
-        for (route, source, is_load), cell in bucket.cells.items():
-            if source not in CLIENT_SOURCES or not cell.split:
-                continue
-            if f.exclude_load and is_load:
-                continue
-            if f.routes and route not in f.routes:
-                continue
-            yield cell
-
-    def _summarise(self, second: int, bucket: _Second, sources: frozenset[str]) -> SecondSummary:
-        by_route: dict[str, list[array[float]]] = {}
-        errors = 0
-        polls = 0
-        intervals: list[float] = []
-        for (route, _source, _load), cell in self._selected(bucket, sources):
-            by_route.setdefault(route, []).append(cell.durations)
-            errors += cell.errors
-            polls += cell.polls
-            intervals.extend(cell.poll_intervals)
-        out: SecondSummary = {"t": second, "n": 0, "err": errors}
-        lat: dict[str, list[float]] = {}
-        rps: dict[str, int] = {}
-        total = 0
-        for route, parts in by_route.items():
-            values = (
-                np.frombuffer(parts[0], dtype=np.float32)
-                if len(parts) == 1
-                else np.concatenate([np.frombuffer(p, dtype=np.float32) for p in parts])
-            )
-            if not len(values):
-                continue
-            p50, p95, p99 = np.percentile(values, (50, 95, 99))
-            lat[route] = [_r(p50), _r(p95), _r(p99)]
-            rps[route] = len(values)
-            total += len(values)
-        out["n"] = total
-        if lat:
-            out["lat"] = lat
-            out["rps"] = rps
-        split = list(self._split_cells(bucket))
-        count = sum(c.split for c in split)
-        if count:
-            out["srv"] = _r(sum(c.srv_sum for c in split) / count)
-            out["net"] = _r(sum(c.net_sum for c in split) / count)
-        if "rss_bytes" in bucket.process:
-            out["rss"] = _r(bucket.process["rss_bytes"] / _MB)
-        if "cpu_percent" in bucket.process:
-            out["cpu"] = _r(bucket.process["cpu_percent"])
-        if bucket.vitals:
-            out["vit"] = {name: _r(_p75(v)) for name, v in bucket.vitals.items()}
-        if polls:
-            out["polls"] = polls
-            if intervals:
-                out["poll"] = _r(_median(intervals))
-        return out
-
     def summaries(self, *, window: int | None = None) -> list[SecondSummary]:
         """Each second's summary in the last ``window`` s (default: all kept), oldest first."""
         with self._lock:
@@ -420,8 +266,8 @@ class Aggregator:
             for second in sorted(s for s in self._seconds if s >= start):
                 cached = self._cache.get(second)
                 if cached is None:
-                    cached = self._cache[second] = self._summarise(
-                        second, self._seconds[second], sources
+                    cached = self._cache[second] = summarise(
+                        second, self._seconds[second], self.filters, sources
                     )
                 out.append(cached)
             return out
@@ -436,7 +282,7 @@ class Aggregator:
                 bucket = self._seconds.get(second)
                 if bucket is None:
                     continue
-                summary = self._cache[second] = self._summarise(second, bucket, sources)
+                summary = self._cache[second] = summarise(second, bucket, self.filters, sources)
                 out.append(summary)
             return out
 
@@ -460,7 +306,7 @@ class Aggregator:
             for second, bucket in self._seconds.items():
                 if second < start:
                     continue
-                for (route, _source, _load), cell in self._selected(bucket, sources):
+                for (route, _source, _load), cell in selected(bucket, self.filters, sources):
                     parts.append(np.frombuffer(cell.durations, dtype=np.float32))
                     errors += cell.errors
                     timeouts += cell.timeouts
@@ -497,7 +343,7 @@ class Aggregator:
             for second, bucket in self._seconds.items():
                 if second < start:
                     continue
-                for (route, _source, _load), cell in self._selected(bucket, sources):
+                for (route, _source, _load), cell in selected(bucket, self.filters, sources):
                     fig = out.setdefault(route, {"count": 0, "errors": 0, "timeouts": 0})
                     fig["count"] += len(cell.durations)
                     fig["errors"] += cell.errors

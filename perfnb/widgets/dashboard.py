@@ -12,6 +12,12 @@ back with a batch at most every ``every`` seconds (0.5 by default) and each batc
 becomes one message holding only the seconds that changed. Nothing polls the
 app: the records come from whatever feeds the stream (the feed client, a load
 run, a store replay). plotly.js (the ~1 MB basic bundle) is loaded once per page.
+
+The health lights and the alert list come from perfnb's health engine
+(:class:`~perfnb.analysis.health.HealthEngine`, thresholds in ``health=``), the
+same states, thresholds and reasons as the :class:`~perfnb.widgets.healthboard.HealthBoard`.
+The engine is fed on the stream's thread, beside the aggregation (about 5 µs a
+record); the kernel thread only reads its states.
 """
 
 from __future__ import annotations
@@ -25,13 +31,15 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import traitlets
 
+from perfnb.analysis.healthconfig import HealthConfig
 from perfnb.errors import ConfigError
 from perfnb.schema import SOURCES, Record
 from perfnb.widgets import _protocols as p
 from perfnb.widgets._base import ChartWidget, LazyEsm
 from perfnb.widgets.aggregate import Aggregator, Filters
 from perfnb.widgets.charts import dashboard_figures
-from perfnb.widgets.lights import AlertLog, HealthRules, evaluate
+from perfnb.widgets.lights import AlertLog
+from perfnb.widgets.livehealth import LiveHealth
 from perfnb.widgets.readouts import Readouts
 
 if TYPE_CHECKING:
@@ -86,6 +94,13 @@ class Dashboard(ChartWidget):
     ``sources`` (empty: all routes; auto sources, i.e. the server's own records
     when there are any), ``paused``, ``window`` (seconds shown).
 
+    Lights and alerts: the health engine's states (``apiPolling``,
+    ``serverResponse``, ``clientPerformance``), its alerts (runaway, degradation,
+    error_rate, timeout, leak) and ``alert`` records arriving in the stream.
+    ``health`` sets its thresholds (:class:`~perfnb.analysis.healthconfig.HealthConfig`);
+    ``exclude_load`` decides whether it judges load traffic too. A state reads
+    ``unknown`` until the engine's first window (``health.window_s``, 10 s) ends.
+
     >>> dash = Dashboard(stream, window=120, exclude_load=False)  # doctest: +SKIP
     >>> dash.routes = ["/api/poll"]                               # doctest: +SKIP
     """
@@ -118,7 +133,7 @@ class Dashboard(ChartWidget):
         title: str = "perfnb · live",
         every: float = 0.5,
         max_routes: int = 6,
-        rules: HealthRules | None = None,
+        health: HealthConfig | None = None,
         polling_routes: Callable[[str], bool] | None = None,
         history: bool = True,
         clock: Callable[[], float] = time.time,
@@ -142,7 +157,6 @@ class Dashboard(ChartWidget):
             max_routes=max_routes,
         )
         self._clock = clock
-        self.rules = rules or HealthRules()
         self.aggregator = Aggregator(
             max_window=max_window,
             polling_routes=polling_routes,
@@ -155,6 +169,15 @@ class Dashboard(ChartWidget):
             clock=clock,
         )
         self.alerts = AlertLog(clock=clock)
+        config = (health or HealthConfig()).replace(include_load=not exclude_load)
+        #: The health engine behind the lights and the alert list (see :mod:`.livehealth`).
+        self.live_health = LiveHealth(
+            config,
+            alerts=self.alerts,
+            clock=clock,
+            tick=min(1.0, config.window_s / 2),
+            on_change=self._on_health_tick,
+        )
         self.readout_state = Readouts(clock=clock)
         self.readouts = self.readout_state.text()
         self.health: dict[str, p.HealthLight] = {}
@@ -166,7 +189,9 @@ class Dashboard(ChartWidget):
         self._send_lock = threading.Lock()
         self._stream = stream
         if history:
-            self.aggregator.add_frame(stream.frame(window=max_window))
+            past = stream.frame(window=max_window)
+            self.aggregator.add_frame(past)
+            self.live_health.replay(past)
         self._every = every
         self._last_push = 0.0
         # big batches: a burst must not turn into more than two messages a second
@@ -183,9 +208,11 @@ class Dashboard(ChartWidget):
     def _on_records(self, records: list[Record]) -> None:
         try:
             self.aggregator.add_records(records)
+            # the engine runs here, on the stream's thread: the kernel only reads its lights
+            self.live_health.observe(records)
             for rec in records:
                 if rec.get("kind") == "alert":
-                    self._alert_record(rec)
+                    self.live_health.add_alert_record(rec)
             self._update_readouts(records)
             # deliveries come every `every` s; a full batch can come sooner, and then
             # its seconds wait (dirty) for the next delivery
@@ -195,13 +222,10 @@ class Dashboard(ChartWidget):
             # the stream's thread must survive a bad batch; the count says it happened
             self.callback_errors += 1
 
-    def _alert_record(self, rec: Mapping[str, Any]) -> None:
-        tags = rec.get("tags") or {}
-        level = tags.get("level", "warning")
-        if level not in ("info", "warning", "critical"):
-            level = "warning"
-        message = tags.get("message") or rec.get("error_message") or rec.get("name") or "alert"
-        self.alerts.add(level, rec.get("source", ""), str(message), t=rec["time"].timestamp())
+    def _on_health_tick(self) -> None:
+        # a window judged while no records came: the lights changed, send them
+        if not self.paused and getattr(self, "_subscription", None) is not None:
+            self.push_update(reset=False)
 
     def _update_readouts(self, records: list[Record]) -> None:
         try:
@@ -224,6 +248,11 @@ class Dashboard(ChartWidget):
         if name == "sources":
             _check_sources(new)
         self.aggregator.set_filters(**{name: new})
+        if name == "exclude_load":
+            # the engine judges load traffic or not from the start: replay the history kept
+            self.live_health.replay(
+                self._stream.frame(window=self.max_window), include_load=not new
+            )
         self.push_update(reset=True)
 
     def _on_window(self, change: Mapping[str, Any]) -> None:
@@ -252,8 +281,7 @@ class Dashboard(ChartWidget):
                 seconds = agg.summaries(window=self.window)
             else:
                 seconds = agg.take_dirty()
-            self.health = evaluate(agg.window_figures(self.rules.window_s), self.rules)
-            self.alerts.observe(self.health)
+            self.health = self.live_health.lights()
             msg: p.UpdateMsg = {
                 "type": "update",
                 "reset": reset and not self.paused,
@@ -304,4 +332,7 @@ class Dashboard(ChartWidget):
         self._subscription = None
         if sub is not None:
             sub.close()
+        live = getattr(self, "live_health", None)
+        if live is not None:
+            live.close()
         super().close()

@@ -11,18 +11,29 @@ from perfnb.analysis import (
     health,
     healthconfig,
     healthrecords,
+    healthstates,
     hysteresis,
     leaks,
     routehealth,
     runaway,
     watch,
 )
-from perfnb.widgets import lights
+from perfnb.widgets import lights, livehealth
 
-MODULES = [health, healthconfig, healthrecords, hysteresis, leaks, routehealth, runaway, watch]
+MODULES = [
+    health,
+    healthconfig,
+    healthrecords,
+    healthstates,
+    hysteresis,
+    leaks,
+    routehealth,
+    runaway,
+    watch,
+]
 
 
-@pytest.mark.parametrize("module", [*MODULES, lights], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [*MODULES, lights, livehealth], ids=lambda m: m.__name__)
 def test_doctests(module: ModuleType) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -160,3 +162,10 @@ def test_frames_and_records_give_the_same_summaries() -> None:
     by_frame = Aggregator(max_window=60, clock=lambda: NOW)
     assert by_frame.add_frame(frame) == 30
     assert by_frame.summaries() == by_records.summaries()
+
+
+@pytest.mark.parametrize("module", ["perfnb.widgets.aggregate", "perfnb.widgets.buckets"])
+def test_aggregate_docstring_examples(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0
+    assert result.failed == 0
