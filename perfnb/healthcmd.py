@@ -28,7 +28,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
@@ -36,6 +36,7 @@ from perfnb.analysis.health import HealthEngine
 from perfnb.analysis.healthconfig import HealthConfig
 from perfnb.errors import ConfigError, PerfnbError, StoreError
 from perfnb.schema import Record, epoch_us, record_to_json
+from perfnb.times import to_utc
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,28 +98,7 @@ def config_fingerprint(config: HealthConfig) -> str:
 
 
 def _when(value: datetime | date | str | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = (
-                date.fromisoformat(text)
-                if len(text) == 10
-                else datetime.fromisoformat(text.replace("Z", "+00:00"))
-            )
-        except ValueError:
-            raise ConfigError(
-                f"{name}: got {text!r}; expected an ISO 8601 date or time "
-                "(2026-11-28 or 2026-11-28T09:30:00Z; no offset means UTC)"
-            ) from None
-    if isinstance(value, datetime):
-        return (value if value.utcoffset() is not None else value.replace(tzinfo=UTC)).astimezone(
-            UTC
-        )
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    raise ConfigError(f"{name}: got {value!r}; expected a datetime, a date or an ISO string")
+    return to_utc(value, name=name, assume_utc=True)
 
 
 def _range(

@@ -36,13 +36,14 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from perfnb._paths import notebooks_dir
 from perfnb.errors import ConfigError, PerfnbError, StoreError
 from perfnb.reportfigures import timeline_figure, write_pngs
+from perfnb.times import to_utc
 
 if TYPE_CHECKING:
     import nbformat
@@ -105,28 +106,10 @@ class Report:
 
 def _when(value: datetime | date | str, name: str) -> datetime:
     """An aware UTC datetime; strings without an offset (and bare dates) are UTC."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = (
-                date.fromisoformat(text)
-                if len(text) == 10
-                else datetime.fromisoformat(text.replace("Z", "+00:00"))
-            )
-        except ValueError:
-            raise ConfigError(
-                f"{name}: got {text!r}; expected an ISO 8601 date or time "
-                "(2026-11-28 or 2026-11-28T09:30:00Z; no offset means UTC)"
-            ) from None
-        if isinstance(value, datetime) and value.utcoffset() is None:
-            value = value.replace(tzinfo=UTC)
-    if isinstance(value, datetime):
-        if value.utcoffset() is None:
-            raise ConfigError(f"{name}: got naive {value!r}; give a timezone (UTC)")
-        return value.astimezone(UTC)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    raise ConfigError(f"{name}: got {value!r}; expected a datetime, a date or an ISO string")
+    moment = to_utc(value, name=name, assume_utc=True)
+    if moment is None:
+        raise ConfigError(f"{name}: a time is required")
+    return moment
 
 
 def _check_store(root: str) -> None:

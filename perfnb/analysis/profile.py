@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
@@ -26,6 +26,7 @@ import pandas as pd
 
 from perfnb.analysis.sketch import DEFAULT_ALPHA, MIN_VALUE, LatencySketch
 from perfnb.errors import ConfigError, StoreError
+from perfnb.times import TimeLike, to_utc
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -37,8 +38,6 @@ FORMAT: Final = "perfnb-baseline"
 _VERSION: Final = 1
 #: Throughput divides by at least this (s), so a one-record run is not infinitely fast.
 _MIN_SECONDS: Final = 1.0
-
-TimeLike = datetime | date | str | None
 
 
 class StoreLike(Protocol):
@@ -188,26 +187,7 @@ def _tupled(values: object) -> tuple[str, ...] | None:
 
 
 def _utc(value: TimeLike, name: str) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = (
-                date.fromisoformat(value)
-                if len(value) == 10
-                else datetime.fromisoformat(value.replace("Z", "+00:00"))
-            )
-        except ValueError:
-            raise ConfigError(
-                f"{name}: got {value!r}; expected an ISO 8601 date or time with an offset"
-            ) from None
-    if isinstance(value, datetime):
-        if value.utcoffset() is None:
-            raise ConfigError(f"{name}: got naive {value!r}; give a timezone (UTC)")
-        return value.astimezone(UTC)
-    if isinstance(value, date):
-        return datetime.combine(value, time(), tzinfo=UTC)
-    raise ConfigError(f"{name}: got {value!r}; expected a datetime, a date or an ISO string")
+    return to_utc(value, name=name)
 
 
 def _strings(name: str, values: Sequence[str] | str | None) -> tuple[str, ...] | None:

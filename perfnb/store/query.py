@@ -10,7 +10,7 @@ and meet as the store's in-memory form: ``*_ms`` as float64 (``DOUBLE`` in DuckD
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time
+from datetime import datetime
 from typing import Any, Final
 
 import duckdb
@@ -21,6 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from perfnb import times
 from perfnb.errors import StoreError
 from perfnb.frames import frame_from_arrow
 from perfnb.schema import COLUMN_NAMES
@@ -32,32 +33,14 @@ from perfnb.store.layout import (
     legacy_schema,
     table_schema,
 )
+from perfnb.times import TimeLike
 
 __all__ = ["TimeLike", "connect", "read_files", "to_utc"]
 
-TimeLike = datetime | date | str | None
-
 
 def to_utc(value: TimeLike, *, name: str) -> datetime | None:
-    """``value`` as an aware UTC datetime; a date is its midnight UTC; ``None`` stays."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            if len(value) == 10:  # a bare date means its midnight UTC
-                value = date.fromisoformat(value)
-            else:
-                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            msg = f"{name}: got {value!r}; expected an ISO 8601 date or time with an offset"
-            raise StoreError(msg) from None
-    if isinstance(value, datetime):
-        if value.utcoffset() is None:
-            raise StoreError(f"{name}: got naive {value!r}; give a timezone (UTC)")
-        return value.astimezone(UTC)
-    if isinstance(value, date):
-        return datetime.combine(value, time(), tzinfo=UTC)
-    raise StoreError(f"{name}: got {value!r} ({type(value).__name__}); expected a datetime or date")
+    """``value`` as an aware UTC datetime (:func:`perfnb.times.to_utc`), or a StoreError."""
+    return times.to_utc(value, name=name, error=StoreError)
 
 
 def empty_frame(columns: Sequence[str]) -> pd.DataFrame:
