@@ -33,16 +33,24 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from perfnb.errors import ConfigError, PerfnbError, RecordError, StoreError
-from perfnb.schema import KINDS, Record, Sink
+from perfnb.schema import Record, Sink
 from perfnb.server import beacon as _beacon
 from perfnb.server.auth import Authoriser
 from perfnb.server.buffer import RingBuffer
+from perfnb.server.control import (
+    UNSET,
+    Control,
+    FeedLimits,
+    UnsetType,
+    check_enabled,
+    check_kinds,
+    check_sample,
+)
 from perfnb.server.snapshot import Snapshot, build_snapshot
 from perfnb.server.spool import read_spool, write_spool
 from perfnb.server.sse import Waiter
@@ -63,74 +71,6 @@ log = logging.getLogger("perfnb.server")
 #: Kinds that are never sampled away: low-rate state records whose loss would
 #: leave a hole rather than thin a distribution.
 UNSAMPLED_KINDS: Final = frozenset({"process", "health", "alert", "load"})
-
-
-@dataclass(frozen=True, slots=True)
-class Control:
-    """What the monitor records: on or off, which kinds (``None``: all), a sampling ratio.
-
-    >>> Control().sample
-    1.0
-    """
-
-    enabled: bool = True
-    kinds: frozenset[str] | None = None
-    sample: float = 1.0
-
-    def as_json(self) -> dict[str, object]:
-        """The wire form answered by ``GET/POST <prefix>/control``."""
-        kinds = None if self.kinds is None else sorted(self.kinds)
-        return {"enabled": self.enabled, "kinds": kinds, "sample": self.sample}
-
-
-@dataclass(frozen=True, slots=True)
-class FeedLimits:
-    """Bounds on what the feed and the intake do.
-
-    >>> FeedLimits().batch_records
-    1000
-    """
-
-    #: Most records in one SSE ``records`` event.
-    batch_records: int = 1000
-    #: Seconds between keep-alive comments on an idle stream.
-    keepalive_seconds: float = 15.0
-    #: A stream ends after this long and the client resumes with ``Last-Event-ID``;
-    #: this bounds how long a graceful server shutdown waits for open streams.
-    stream_seconds: float = 30.0
-    #: After a wake-up the stream waits this long so records go out in batches.
-    linger_seconds: float = 0.05
-    #: Largest ``POST <prefix>/control`` body.
-    control_bytes: int = 16 * 1024
-    #: Records the snapshot looks at, newest first.
-    snapshot_scan: int = 50_000
-
-    def __post_init__(self) -> None:
-        for name in (
-            "batch_records",
-            "keepalive_seconds",
-            "stream_seconds",
-            "control_bytes",
-            "snapshot_scan",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                msg = f"FeedLimits.{name}: got {value!r}; expected a positive number"
-                raise ConfigError(msg)
-        linger = self.linger_seconds
-        if isinstance(linger, bool) or not isinstance(linger, int | float) or linger < 0:
-            msg = f"FeedLimits.linger_seconds: got {linger!r}; expected seconds ≥ 0"
-            raise ConfigError(msg)
-
-
-class _UnsetType:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-_UNSET: Final = _UnsetType()
 
 
 class Monitor:
@@ -375,7 +315,7 @@ class Monitor:
         self,
         *,
         enabled: bool | None = None,
-        kinds: Iterable[str] | _UnsetType | None = _UNSET,
+        kinds: Iterable[str] | UnsetType | None = UNSET,
         sample: float | None = None,
     ) -> None:
         """Change what is recorded; arguments left out keep their value.
@@ -389,15 +329,11 @@ class Monitor:
         ...
         perfnb.errors.ConfigError: sample: got 2; expected a number between 0 and 1
         """
-        _check_enabled(enabled)
+        check_enabled(enabled)
         new_kinds = self._kinds
-        if not isinstance(kinds, _UnsetType):
-            new_kinds = _check_kinds(kinds)
-        if sample is not None and (
-            isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1
-        ):
-            msg = f"sample: got {sample!r}; expected a number between 0 and 1"
-            raise ConfigError(msg)
+        if not isinstance(kinds, UnsetType):
+            new_kinds = check_kinds(kinds)
+        check_sample(sample)
         with self._lock:
             if enabled is not None:
                 self._enabled = enabled
@@ -579,24 +515,3 @@ class Monitor:
         self._count("spool_restored", len(records))
         Path(path).unlink(missing_ok=True)
         return len(records)
-
-
-def _check_enabled(value: object) -> None:
-    # Values come from JSON too, so the annotation is no guarantee.
-    if value is not None and not isinstance(value, bool):
-        msg = f"enabled: got {value!r}; expected true or false"
-        raise ConfigError(msg)
-
-
-def _check_kinds(kinds: Iterable[str] | None) -> frozenset[str] | None:
-    if kinds is None:
-        return None
-    if isinstance(kinds, str) or not isinstance(kinds, Iterable):
-        msg = f"kinds: got {kinds!r}; expected a list of kinds or null for all"
-        raise ConfigError(msg)
-    chosen = list(kinds)
-    for kind in chosen:
-        if kind not in KINDS:
-            msg = f"kinds: got {kind!r}; expected kinds from {sorted(KINDS)}"
-            raise ConfigError(msg)
-    return frozenset(chosen)

@@ -16,7 +16,6 @@ import pytest
 
 django = pytest.importorskip("django")
 
-from django.conf import settings  # noqa: E402
 from mw_support import raw_request, serve_asgi, serve_wsgi, server_timing, split, wait_for  # noqa: E402
 
 from perfnb.schema import Record, validate_record  # noqa: E402
@@ -69,6 +68,8 @@ def _install_urlconf() -> None:
 
 @pytest.fixture(scope="module")
 def django_app() -> Iterator[None]:
+    from django.conf import settings  # a lazy object: importing it at the top trips doctest
+
     if not settings.configured:
         settings.configure(
             DEBUG=False,
