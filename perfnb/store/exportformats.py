@@ -38,6 +38,7 @@ format; :func:`read_export` reads any of them back with the dtypes of
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import re
@@ -197,7 +198,7 @@ def _json_cells(table: pa.Table) -> tuple[list[list[str | None]], bool]:
 # -- writers ------------------------------------------------------------------------------
 
 
-class Writer:
+class Writer(abc.ABC):
     """Writes batches (frames of the exported columns) to one open binary file."""
 
     def __init__(self, out: IO[bytes], columns: list[str]) -> None:
@@ -212,10 +213,11 @@ class Writer:
         table = pa.Table.from_pandas(batch, schema=self.schema, preserve_index=False)
         return table.replace_schema_metadata(self.schema.metadata)
 
+    @abc.abstractmethod
     def write(self, batch: pd.DataFrame) -> None:
-        raise NotImplementedError
+        """Add one batch to the file."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a format with no footer has nothing to finish
         """Finish the file (footers, closing brackets)."""
 
 
