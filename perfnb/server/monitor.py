@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from perfnb.errors import ConfigError, PerfnbError, RecordError, StoreError
+from perfnb.errors import ConfigError, PerfnbError, StoreError
 from perfnb.schema import Record, Sink
 from perfnb.server import beacon as _beacon
 from perfnb.server.auth import Authoriser
@@ -51,6 +51,7 @@ from perfnb.server.control import (
     check_kinds,
     check_sample,
 )
+from perfnb.server.intake import BeaconIntake
 from perfnb.server.snapshot import Snapshot, build_snapshot
 from perfnb.server.spool import read_spool, write_spool
 from perfnb.server.sse import Waiter
@@ -73,7 +74,7 @@ log = logging.getLogger("perfnb.server")
 UNSAMPLED_KINDS: Final = frozenset({"process", "health", "alert", "load"})
 
 
-class Monitor:
+class Monitor(BeaconIntake):
     """Control state, ring buffer, counters and perfnb's endpoints for one app.
 
     ``token`` (else ``PERFNB_TOKEN``) protects the feed; without one only loopback
@@ -362,83 +363,6 @@ class Monitor:
         """The requirements-shaped snapshot of the recent buffer (see :mod:`.snapshot`)."""
         recent = self.buffer.latest(self.limits.snapshot_scan)
         return build_snapshot(recent, now=self.clock(), route=route, include_load=include_load)
-
-    # -- beacon intake ------------------------------------------------------------------
-
-    def take_beacon_header(
-        self,
-        value: str | bytes,
-        *,
-        route: str | None = None,
-        client: str | None = None,
-        run_id: str | None = None,
-    ) -> int:
-        """Take a batch from an ``X-Perfnb-Beacon`` header; return how many records it gave.
-
-        Never raises: a bad value is counted (``beacon_batches_bad``) and dropped.
-        ``route`` stands in for a batch without ``page``, ``client`` (the peer
-        address) for one without ``session``.
-        """
-        limit = self.beacon_limits.header_bytes
-        return self._take(
-            lambda: _beacon.decode_header(value, max_bytes=limit),
-            route=route,
-            client=client,
-            run_id=run_id,
-        )[0]
-
-    def take_beacon_body(
-        self, body: bytes, *, client: str | None = None, run_id: str | None = None
-    ) -> int:
-        """Take a batch from a ``POST <prefix>/beacon`` body; like :meth:`take_beacon_header`."""
-        return self._take_body(body, client=client, run_id=run_id)[0]
-
-    def _take_body(
-        self, body: bytes, *, client: str | None = None, run_id: str | None = None
-    ) -> tuple[int, str | None]:
-        return self._take(lambda: _beacon.decode_body(body), client=client, run_id=run_id)
-
-    def _take(
-        self,
-        decode: Callable[[], object],
-        *,
-        route: str | None = None,
-        client: str | None,
-        run_id: str | None,
-    ) -> tuple[int, str | None]:
-        """Decode and record one batch: (records recorded, envelope error or None)."""
-        try:
-            records, errors = _beacon.batch_records(
-                decode(),
-                service=self.service,
-                pages=self._pages,
-                secret=self.client_secret,
-                now_ms=self.clock() * 1000.0,
-                limits=self.beacon_limits,
-                client=client,
-                route=route,
-                run_id=run_id,
-            )
-        except RecordError as exc:
-            return 0, self._bad_batch(str(exc))
-        except Exception as exc:  # whatever the input, nothing reaches the app
-            return 0, self._bad_batch(f"beacon batch refused ({type(exc).__name__})")
-        with self._lock:
-            self._counts["beacon_batches"] += 1
-            self._counts["beacon_records"] += len(records)
-            self._counts["beacon_records_bad"] += len(errors)
-            if errors:
-                self.last_beacon_error = errors[-1][:300]
-        for rec in records:
-            self.record(rec)
-        return len(records), None
-
-    def _bad_batch(self, message: str) -> str:
-        message = message[:300]
-        with self._lock:
-            self._counts["beacon_batches_bad"] += 1
-            self.last_beacon_error = message
-        return message
 
     # -- serving ---------------------------------------------------------------------------
 
