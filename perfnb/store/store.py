@@ -35,7 +35,7 @@ from perfnb.store import compact as compaction
 from perfnb.store import retention as retaining
 from perfnb.store.export import ExportResult, export_store
 from perfnb.store.frames import table_from_frame
-from perfnb.store.history import Days, merge, select
+from perfnb.store.history import Days
 from perfnb.store.parquet import Names, day_dir, split_by_day, write_atomic
 from perfnb.store.progress import Progress
 from perfnb.store.query import (
@@ -47,7 +47,7 @@ from perfnb.store.query import (
     to_utc,
 )
 from perfnb.store.rows import Encoder, Memory, decode
-from perfnb.store.summaries import DaySummary
+from perfnb.store.storehistory import StoreHistory, day_of
 from perfnb.store.wal import recover
 from perfnb.store.writer import StoreWriter
 
@@ -58,11 +58,8 @@ _STALE_SECONDS = 3600.0
 
 logger = logging.getLogger("perfnb.store")
 
-#: Summary columns holding sketches; :meth:`Store.summaries` leaves them out unless asked.
-_SKETCH_COLUMNS = ("duration_keys", "duration_counts", "value_keys", "value_counts")
 
-
-class Store:
+class Store(StoreHistory):
     """Records as Parquet daily partitions under ``root``; reads via pyarrow and DuckDB.
 
     Opening a store replays the append logs that killed writers left behind;
@@ -358,11 +355,7 @@ class Store:
 
         Today (UTC) is refused unless ``force``: writers may still be adding to it.
         """
-        if isinstance(day, str):
-            try:
-                day = date.fromisoformat(day)
-            except ValueError:
-                raise StoreError(f"day: got {day!r}; expected YYYY-MM-DD") from None
+        day = day_of(day)
         today = datetime.now(UTC).date()
         if day >= today and not force:
             raise StoreError(
@@ -388,126 +381,7 @@ class Store:
             if info.base_name.endswith(".tmp") and info.mtime.timestamp() < stale:
                 self.fs.delete_file(info.path)
 
-    # -- history -----------------------------------------------------------------------
-
-    def summarize(self, day: date | str) -> DaySummary:
-        """Summarise one day's detail now, replacing its stored summary atomically.
-
-        See :mod:`perfnb.store.summaries` for what a summary holds. Closed days are
-        summarised on their own (:meth:`close_days`, reads, retention); this is the
-        way to ask for one, today's included.
-
-        >>> import tempfile
-        >>> from datetime import datetime, timezone
-        >>> store = Store(tempfile.mkdtemp())
-        >>> store.append([{"time": datetime(2026, 1, 1, tzinfo=timezone.utc),
-        ...                "source": "server", "kind": "http", "duration_ms": 4.0}])
-        1
-        >>> store.summarize("2026-01-01").records
-        1
-        """
-        return self._history.summarize(_day(day))
-
-    def close_days(self, *, today: date | None = None) -> list[DaySummary]:
-        """Summarise every closed day whose summary is missing or stale; return what was written.
-
-        Cheap when there is nothing to do: a listing and a footer per day.
-        """
-        today = today or datetime.now(UTC).date()
-        return self._history.close([day for day in self.days() if day < today])
-
-    def summaries(
-        self,
-        start: TimeLike = None,
-        end: TimeLike = None,
-        *,
-        routes: Sequence[str] | None = None,
-        sources: Sequence[str] | None = None,
-        kinds: Sequence[str] | None = None,
-        services: Sequence[str] | None = None,
-        run_ids: Sequence[str] | None = None,
-        include_load: bool = False,
-        sketches: bool = False,
-    ) -> pd.DataFrame:
-        """The daily summary rows of the days overlapping ``[start, end)``, with a ``date``.
-
-        Whole days: a summary row covers its day. Stale or missing summaries of
-        days that still have detail are made first (and stored for closed days).
-        ``sketches`` keeps the bucket lists. Load runs' rows only when
-        ``include_load`` or ``run_ids`` asks for them.
-
-        >>> import tempfile
-        >>> Store(tempfile.mkdtemp()).summaries().shape[0]
-        0
-        """
-        rows = self._summary_rows(start, end)
-        chosen = select(
-            rows,
-            routes=routes,
-            sources=sources,
-            kinds=kinds,
-            services=services,
-            run_ids=run_ids,
-            include_load=include_load,
-        )
-        if not sketches:
-            rows = rows.drop_columns(list(_SKETCH_COLUMNS))
-        frame: pd.DataFrame = rows.filter(pa.array(chosen)).to_pandas()
-        return frame
-
-    def summary(
-        self,
-        start: TimeLike = None,
-        end: TimeLike = None,
-        *,
-        by: Sequence[str] = ("route",),
-        routes: Sequence[str] | None = None,
-        sources: Sequence[str] | None = None,
-        kinds: Sequence[str] | None = ("http",),
-        services: Sequence[str] | None = None,
-        run_ids: Sequence[str] | None = None,
-        include_load: bool = False,
-        vitals: bool = True,
-        memory: bool = True,
-    ) -> pd.DataFrame:
-        """Figures per ``by`` group over the days overlapping ``[start, end)``, from daily sketches.
-
-        Percentiles come from merging the days' sketches (within 1% of exact ones),
-        never from averaging daily percentiles; counts are exact. Columns: ``by``,
-        ``count``, ``errors``, ``error_rate``, ``status_5xx``, ``status_4xx``,
-        ``timeouts``, ``exceptions``, ``p50_ms`` … ``p99_ms``, ``max_ms``, ``mean_ms``,
-        ``server_ms_mean``, ``app_ms_mean``, ``db_ms_mean``, ``request_bytes``,
-        ``response_bytes`` over the records of ``kinds``; ``vitals`` adds ``lcp_p75``
-        and the like, ``memory`` adds ``rss_bytes_max``/``_mean`` and
-        ``js_heap_bytes_max``/``_mean`` (see :func:`perfnb.store.history.merge`).
-        ``by`` takes any of route, source, kind, service, method, name, run_id, date;
-        with ``include_load`` and ``run_id`` in ``by``, each load run has its rows.
-
-        >>> import tempfile
-        >>> Store(tempfile.mkdtemp()).summary().shape[0]
-        0
-        """
-        rows = self._summary_rows(start, end)
-        chosen = select(
-            rows,
-            routes=routes,
-            sources=sources,
-            services=services,
-            run_ids=run_ids,
-            include_load=include_load,
-        )
-        return merge(rows, chosen, by=by, kinds=kinds, vitals=vitals, memory=memory)
-
-    def _summary_rows(self, start: TimeLike, end: TimeLike) -> pa.Table:
-        first, last = to_utc(start, name="start"), to_utc(end, name="end")
-        wanted = []
-        for day in sorted({*self.days(), *self._history.summary_days()}):
-            if first is not None and day < first.date():
-                continue
-            if last is not None and datetime.combine(day, datetime.min.time(), UTC) >= last:
-                continue
-            wanted.append(day)
-        return self._history.load(wanted, today=datetime.now(UTC).date())
+    # -- retention -------------------------------------------------------------------
 
     def retention(
         self,
@@ -580,14 +454,3 @@ class Store:
 
 def _midnight(moment: datetime) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _day(value: date | str) -> date:
-    if isinstance(value, datetime):
-        raise StoreError(f"day: got {value!r}; expected a date or YYYY-MM-DD")
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise StoreError(f"day: got {value!r}; expected a date or YYYY-MM-DD") from None
