@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -35,6 +35,7 @@ import httpx
 from perfnb._closing import Closing
 from perfnb.errors import ConfigError, PerfnbError, RecordError
 from perfnb.eventstream import SSEEvent, SSEParser
+from perfnb.feedsinks import Extends, StoreLike, Writer, destinations
 from perfnb.schema import Record, Sink, record_from_json
 
 __all__ = [
@@ -51,26 +52,6 @@ log = logging.getLogger("perfnb.feedclient")
 
 #: The feed's prefix when a URL names only the app (``http://host:port``).
 DEFAULT_PREFIX = "/api/performance-metrics"
-
-
-# -- where records go -------------------------------------------------------------------
-
-
-@runtime_checkable
-class _Extends(Protocol):
-    def extend(self, records: list[Record]) -> Any: ...
-
-
-@runtime_checkable
-class _Writer(Protocol):
-    def extend(self, records: list[Record]) -> Any: ...
-    def flush(self) -> Any: ...
-    def close(self) -> Any: ...
-
-
-@runtime_checkable
-class _Store(Protocol):
-    def writer(self) -> _Writer: ...
 
 
 def feed_stream_url(url: str) -> str:
@@ -436,23 +417,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _open_writer(store: _Store | _Writer | str | os.PathLike[str]) -> tuple[_Writer, bool]:
-    """A writer for ``store`` and whether this connection owns (and closes) it."""
-    if isinstance(store, str | os.PathLike):
-        from perfnb.store import Store
-
-        opened: _Store = Store(os.fspath(store))
-        return opened.writer(), True
-    if isinstance(store, _Store):
-        return store.writer(), True
-    return store, False
-
-
 def connect(
     url: str,
     *,
-    stream: _Extends | None = None,
-    store: _Store | _Writer | str | os.PathLike[str] | None = None,
+    stream: Extends | None = None,
+    store: StoreLike | Writer | str | os.PathLike[str] | None = None,
     sink: Sink | None = None,
     token: str | None = None,
     since: str = "oldest",
@@ -485,36 +454,7 @@ def connect(
     if not 0 < low <= high:
         msg = f"backoff: got {backoff!r}; expected (first, longest) with 0 < first ≤ longest"
         raise ConfigError(msg)
-    sinks: list[Callable[[list[Record]], object]] = []
-    if stream is not None:
-        sinks.append(stream.extend)
-    writer: _Writer | None = None
-    owned = False
-    if store is not None:
-        writer, owned = _open_writer(store)
-        sinks.append(writer.extend)
-    if sink is not None:
-        one = sink
-
-        def each(records: list[Record]) -> None:
-            for rec in records:
-                one(rec)
-
-        sinks.append(each)
-    if not sinks:
-        msg = "connect: give a stream, a store or a sink for the records"
-        raise ConfigError(msg)
-
-    def finish() -> None:
-        if writer is None:
-            return
-        try:
-            if owned:
-                writer.close()
-            else:
-                writer.flush()
-        except Exception as exc:
-            log.error("closing the store writer failed: %s", exc)
+    sinks, finish = destinations(stream=stream, store=store, sink=sink)
 
     chosen = token if token is not None else os.environ.get("PERFNB_TOKEN") or None
     return FeedConnection(
