@@ -5,9 +5,10 @@ requests tagged with ``X-Perfnb-Run``, so a load run's data stays apart and is
 removed whole after the run. Writes also append to a ``changes`` log, which is
 what the smart-polling endpoint serves.
 
-The methods are synchronous (stdlib :mod:`sqlite3`, a small connection pool);
-the app calls them through :meth:`Database.call`, which runs them on a worker
-thread inside a ``db`` Server-Timing span so the event loop never blocks.
+The methods are synchronous (stdlib :mod:`sqlite3`, the connection pool of
+:mod:`perfnb.demo.sqlite`); the app calls them through :meth:`Database.call`,
+which runs them on a worker thread inside a ``db`` Server-Timing span so the
+event loop never blocks.
 
 >>> import tempfile, pathlib
 >>> db = Database(pathlib.Path(tempfile.mkdtemp()) / "demo.sqlite3")
@@ -19,26 +20,21 @@ thread inside a ``db`` Server-Timing span so the event loop never blocks.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import queue
 import secrets
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final
 
-from starlette.concurrency import run_in_threadpool
+from perfnb.demo.sqlite import ConnectionPool
 
 __all__ = ["Conflict", "Database"]
 
-P = ParamSpec("P")
-T = TypeVar("T")
 Row = dict[str, Any]
 
 #: The change log keeps this many entries; a poll from before them is told to reload.
@@ -125,7 +121,7 @@ def _conversation(row: sqlite3.Row) -> Row:
     }
 
 
-class Database:
+class Database(ConnectionPool):
     """The demo app's data in one SQLite file, WAL mode, a pool of connections.
 
     ``slow_ms`` is read before every call (the slow-DB fault); ``span`` opens the
@@ -141,74 +137,9 @@ class Database:
         span: Callable[[str], AbstractContextManager[object]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.path = Path(path)
-        self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
-        self._pool_size = pool_size
-        self._opened: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._slow_ms = slow_ms
-        self._span = span or (lambda _name: nullcontext())
-        self._clock = clock
+        super().__init__(path, pool_size=pool_size, slow_ms=slow_ms, span=span, clock=clock)
         with self._connection() as conn:
             conn.executescript(_SCHEMA)
-
-    # -- plumbing -------------------------------------------------------------
-
-    def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
-
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        try:
-            conn = self._pool.get_nowait()
-        except queue.Empty:
-            with self._lock:
-                grow = len(self._opened) < self._pool_size
-                if grow:
-                    conn = self._open()
-                    self._opened.append(conn)
-            if not grow:
-                conn = self._pool.get(timeout=30.0)
-        try:
-            yield conn
-        finally:
-            self._pool.put(conn)
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        # BEGIN IMMEDIATE takes the write lock up front, so concurrent writers wait
-        # on the busy timeout instead of failing when a read transaction upgrades.
-        with self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    def _delay(self) -> None:
-        slow = self._slow_ms()
-        if slow > 0:
-            time.sleep(slow / 1000.0)
-
-    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run one of this database's methods on a worker thread, timed as ``db``."""
-        with self._span("db"):
-            return await run_in_threadpool(fn, *args, **kwargs)
-
-    def close(self) -> None:
-        """Close every pooled connection."""
-        with self._lock:
-            opened, self._opened = self._opened, []
-        for conn in opened:
-            conn.close()
 
     def _log(
         self, conn: sqlite3.Connection, tenant: str, entity: str, entity_id: int, op: str, data: Row
