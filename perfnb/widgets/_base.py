@@ -1,10 +1,12 @@
 """What perfnb's chart widgets share: their ESM source, and plotly.js on request.
 
-A widget's ESM is its ``static/<name>.js`` with ``static/plotly-loader.js``
-inlined where it says ``/* __PLOTLY_LOADER__ */``; it is read when the first
-widget is made, not at import. The browser asks the kernel for plotly.js once
-per page (a ``hello`` message with ``plotly: true``) and the kernel answers with
-the source as a binary buffer, so a page with many widgets loads it once.
+A widget's ESM is its ``static/<name>.js`` with the shared pieces inlined:
+``static/plotly-loader.js`` where it says ``/* __PLOTLY_LOADER__ */`` and
+``static/dom.js`` (the ``h()`` element builder) where it says
+``/* __PERFNB_DOM__ */``; it is read when the first widget is made, not at
+import. The browser asks the kernel for plotly.js once per page (a ``hello``
+message with ``plotly: true``) and the kernel answers with the source as a
+binary buffer, so a page with many widgets loads it once.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ __all__ = ["ChartWidget", "LazyEsm", "LazyFile", "esm_source"]
 
 @cache
 def esm_source(name: str) -> str:
-    """``static/<name>.js`` with the plotly loader inlined."""
+    """``static/<name>.js`` with the shared pieces (plotly loader, ``h()``) inlined."""
     source = (STATIC / f"{name}.js").read_text(encoding="utf-8")
-    loader = (STATIC / "plotly-loader.js").read_text(encoding="utf-8")
-    return source.replace("/* __PLOTLY_LOADER__ */", loader)
+    for marker, piece in (("__PLOTLY_LOADER__", "plotly-loader.js"), ("__PERFNB_DOM__", "dom.js")):
+        source = source.replace(f"/* {marker} */", (STATIC / piece).read_text(encoding="utf-8"))
+    return source
 
 
 class LazyEsm:

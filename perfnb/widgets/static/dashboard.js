@@ -206,22 +206,7 @@ function figures(rows, maxRoutes, color) {
 }
 
 // ---- view ---------------------------------------------------------------------------
-function h(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") {
-      node.className = v;
-    } else if (k.startsWith("data-")) {
-      node.setAttribute(k, v);
-    } else {
-      node[k] = v;
-    }
-  }
-  for (const child of children) {
-    node.append(child);
-  }
-  return node;
-}
+/* __PERFNB_DOM__ */
 
 function fmtTime(t) {
   return new Date(t * 1000).toTimeString().slice(0, 8);

@@ -1,21 +1,6 @@
 // perfnb HealthBoard: app-wide lights, per-endpoint health with reasons, monitoring controls.
 
-function h(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") {
-      node.className = v;
-    } else if (k.startsWith("data-")) {
-      node.setAttribute(k, v);
-    } else {
-      node[k] = v;
-    }
-  }
-  for (const child of children) {
-    node.append(child);
-  }
-  return node;
-}
+/* __PERFNB_DOM__ */
 
 const TITLES = { apiPolling: "API polling", serverResponse: "Server response", clientPerformance: "Client performance" };
 

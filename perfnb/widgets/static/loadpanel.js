@@ -1,22 +1,7 @@
 // perfnb LoadTestPanel: settings, Start / Stop / Emergency stop, live progress, summary.
 // Buttons send {type: "action"} messages; the kernel answers through the traits.
 
-function h(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") {
-      node.className = v;
-    } else if (k.startsWith("data-")) {
-      node.setAttribute(k, v);
-    } else {
-      node[k] = v;
-    }
-  }
-  for (const child of children) {
-    node.append(child);
-  }
-  return node;
-}
+/* __PERFNB_DOM__ */
 
 const FIELDS = [
   ["users", "users", 1, "int"],
