@@ -24,8 +24,10 @@ bare app (in random order), taking the CPU time of this thread for each batch
 (``thread_time``, so other processes on a shared machine do not count). The
 added cost is the median over rounds of (contender - bare) per request; ratios
 compare added costs with added costs. Once-a-second work (process samples,
-numbering the second's entries into the ring) falls into a few batches only and
-the median leaves it out, so it is measured on its own and printed per request.
+numbering the second's entries into the ring) belongs to a second's requests,
+not to the batch it happens to fall in: perfnb batches in which it ran are left
+out of the pairs, and it is measured on its own, spread over a second's requests
+at each route's rate, and added to perfnb's figures where they meet the targets.
 
 Not in those figures, and printed apart: work done for a *reader*. Without a
 sink, perfnb keeps a compact entry per request and builds the record dict when
@@ -81,15 +83,21 @@ TARGET_VS_OTEL = 25.0
 
 
 def calibrate_busy(target_ns: int = 1_000_000) -> int:
-    """Loop iterations that burn about ``target_ns`` of CPU (fixed work, not a timer)."""
+    """Loop iterations that burn about ``target_ns`` of CPU in one call (fixed work, not a timer).
+
+    Calibrated on calls of the size the route makes: the loop's cost per
+    iteration grows once its running total outgrows a machine word, so timing
+    one much longer call would under-count the iterations of a 1 ms call.
+    """
     n = 10_000
-    while True:
-        start = time.thread_time_ns()
-        _spin(n)
-        spent = time.thread_time_ns() - start
-        if spent > 20_000_000:
-            return max(1, int(n * target_ns / spent))
-        n *= 2
+    for _ in range(4):
+        spent = []
+        for _ in range(7):
+            start = time.thread_time_ns()
+            _spin(n)
+            spent.append(time.thread_time_ns() - start)
+        n = max(1, int(n * target_ns / statistics.median(spent)))
+    return n
 
 
 def _spin(n: int) -> int:
@@ -267,6 +275,11 @@ def measure(
     Every round visits the contenders in a shuffled order; each contender's
     batch is paired with a ``bare`` batch run right before or after it (the
     order is random), so the two sides of a difference see the same load.
+
+    A perfnb batch in which the once-a-second tick ran is left out: the tick's
+    cost belongs to a second's requests, not to the few of one batch (a 1 ms
+    route's batch holds 20), and :func:`tick_cost` measures it on its own to be
+    spread over a second's requests at the route's rate.
     """
     tallies = spent or {}
     loop = asyncio.new_event_loop()
@@ -279,6 +292,7 @@ def measure(
         for _ in range(rounds):
             random.shuffle(names)
             for name in names:
+                ticks = _tick_due(apps[name])
                 if random.random() < 0.5:
                     base = timed_batch(loop, apps["bare"], path, batch, tallies.get("bare"))
                     other = timed_batch(loop, apps[name], path, batch, tallies.get(name))
@@ -286,6 +300,8 @@ def measure(
                     other = timed_batch(loop, apps[name], path, batch, tallies.get(name))
                     base = timed_batch(loop, apps["bare"], path, batch, tallies.get("bare"))
                 bare.append(base[0])
+                if ticks != _tick_due(apps[name]):
+                    continue
                 found = diffs[name]
                 found.total.append(other[0] - base[0])
                 found.outside.append((other[0] - other[1]) - (base[0] - base[1]))
@@ -293,6 +309,11 @@ def measure(
         return bare, diffs
     finally:
         loop.close()
+
+
+def _tick_due(app: ASGIApp) -> int:
+    """When perfnb's next once-a-second tick is due (0 for other contenders)."""
+    return app.recorder.tick_ns if isinstance(app, PerfnbMiddleware) else 0
 
 
 def added_us(diffs: list[float]) -> float:
@@ -376,7 +397,8 @@ def tick_cost(per_request_us: float) -> tuple[int, float]:
     One second's worth of requests at ``per_request_us`` goes through perfnb,
     then one tick is timed: process samples, the overhead record, and
     numbering the second's entries into a full ring (freeing the ones they
-    replace). The median of the rounds above leaves this work out.
+    replace). The medians of :func:`measure` leave this work out; the
+    targets count it, spread over the second's requests.
     """
     rate = int(1e6 / max(per_request_us, 1.0))
     app = PerfnbMiddleware(make_app(1), service="bench")
@@ -428,7 +450,7 @@ def main() -> None:
             handler = {name: added_us(diffs[name].handler) for name in names}
     counted = instructions(apps, "/trivial")
     build_us, encode_us = reader_cost()
-    rate, per_second_us = tick_cost(bare_us["trivial"] + results["trivial"]["perfnb"])
+    ticks = {label: tick_cost(bare_us[label] + results[label]["perfnb"]) for label in results}
 
     print(f"CPU µs per request (thread time, in-process ASGI), median of {rounds} rounds")
     print(f"({busy_rounds} for 1 ms) of adjacent (contender, bare) pairs: bare, then what")
@@ -461,8 +483,11 @@ def main() -> None:
         + ", ".join(f"{n} {counted[n] - counted['bare']:.0f}" for n in names)
     )
     print(
-        f"once-a-second work at {rate:,} requests per CPU-second: {per_second_us:.2f} µs "
-        "per request (not in the medians above)"
+        "once-a-second work (left out of the medians above, counted in the targets): "
+        + "; ".join(
+            f"{label} route {us:.2f} µs per request at {rate:,} requests per CPU-second"
+            for label, (rate, us) in ticks.items()
+        )
     )
     print(
         f"work for a feed reader, per record (not in the figures above): "
@@ -476,6 +501,14 @@ def main() -> None:
         )
     print()
     print(f"{'target':<44}{'perfnb':>12}{'perfnb+sink':>14}  met")
+    # What the targets are checked against: the medians plus the once-a-second work.
+    results = {
+        label: {
+            name: value + (ticks[label][1] if name.startswith("perfnb") else 0.0)
+            for name, value in added.items()
+        }
+        for label, added in results.items()
+    }
     trivial = results["trivial"]
     rows: list[tuple[str, str, dict[str, float], bool]] = []
     for name in ("perfnb", "perfnb+sink"):

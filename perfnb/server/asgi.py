@@ -156,7 +156,6 @@ class PerfnbMiddleware:
         self._template_objects: list[object] = []
         self._default_resolver = route_resolver is None
         self._prefix = self.monitor.prefix
-        self._put = self.monitor.buffer.put
         self._key = self.monitor.add_builder(self._record_of)
         self._own_key = self.monitor.add_builder(self._own_record_of)
         self._flushed = 0
@@ -184,10 +183,9 @@ class PerfnbMiddleware:
         ex = self._exchange()
         ex.send = send
         ex.t0 = t0
-        # Fields read on every request are set on the instance: reading a
-        # class-level default takes the slow, unspecialised attribute path.
-        ex.spans = None
-        ex.db_count = 0
+        # Read on every request, so set on the instance: reading a class-level
+        # default takes the slow, unspecialised attribute path. Spans, DB time,
+        # errors, streams and beacons set it too.
         ex.rare = self._special
         try:
             headers = dict(scope["headers"])
@@ -198,11 +196,12 @@ class PerfnbMiddleware:
         token = _current.set(ex)
         # Every 16th request measures perfnb's own cost; the others skip those
         # clock reads.
-        if seen & 15:
-            observe = ex.observe
-        else:
+        measured = not seen & 15
+        if measured:
             observe = ex.observe_timed
             t1 = perf_counter_ns()
+        else:
+            observe = ex.observe
         try:
             await self.app(scope, receive, observe)
         except BaseException as exc:
@@ -211,7 +210,7 @@ class PerfnbMiddleware:
             raise
         finally:
             _current.reset(token)
-            if not seen & 15:
+            if measured:
                 t_after = perf_counter_ns()
             try:
                 # Starlette/FastAPI without mounts: the route object's template,
@@ -222,7 +221,7 @@ class PerfnbMiddleware:
                     route = self._slow_route(scope, found)
                 end = ex.end_ns or perf_counter_ns()
                 extra = None
-                if ex.rare or ex.db_count or _RUN in headers:
+                if ex.rare or _RUN in headers:
                     extra = self._extra(ex, scope, headers, route, end)
                 entry = (
                     self._key,
@@ -238,16 +237,14 @@ class PerfnbMiddleware:
                     scope.get("client"),
                     extra,
                 )
-                monitor = self.monitor
-                if monitor.direct:
-                    self._put(entry)
-                    if monitor._waiters:
-                        monitor.wake()
+                put = self.monitor.fast_put
+                if put is not None:
+                    put(entry)
                 else:
-                    monitor.take(entry, "http" if extra is None else extra.get("kind", "http"))
+                    self.monitor.take(entry, "http" if extra is None else extra.get("kind", "http"))
             except Exception:
                 rec.internal_error()
-            if not seen & 15:
+            if measured:
                 rec.own_ns += t1 - t0 + ex.own_ns + perf_counter_ns() - t_after
                 rec.own_count += 1
 
@@ -284,8 +281,6 @@ class PerfnbMiddleware:
         ex = self._exchange()
         ex.send = send
         ex.t0 = t0
-        ex.spans = None
-        ex.db_count = 0
         ex.rare = self._special
         try:
             headers = dict(scope["headers"])
@@ -314,7 +309,7 @@ class PerfnbMiddleware:
                     route = cached
                 end = ex.end_ns or perf_counter_ns()
                 extra = None
-                if ex.rare or ex.db_count or _RUN in headers:
+                if ex.rare or _RUN in headers:
                     extra = self._extra(ex, scope, headers, route, end)
                 entry = (
                     self._own_key if own else self._key,

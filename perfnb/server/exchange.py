@@ -15,7 +15,7 @@ costs one allocation for all of its state.
 >>> async def send(message):
 ...     sent.append(message)
 >>> ex = cls()
->>> ex.send, ex.t0, ex.spans, ex.db_count, ex.rare = send, 0, None, 0, False
+>>> ex.send, ex.t0, ex.rare = send, 0, False
 >>> import asyncio
 >>> asyncio.run(ex.observe({"type": "http.response.start", "status": 200, "headers": []}))
 >>> sent[0]["headers"][0][0], ex.status
@@ -45,19 +45,18 @@ class HttpExchange(Exchange):
 
     Each middleware makes a subclass of its own that carries its ``rec`` as a
     class attribute (:func:`exchange_class`), so creating an exchange costs no
-    attribute writes for it. The middleware sets ``send``, ``t0``, ``spans``,
-    ``db_count`` and ``rare`` on every instance: fields read on every request
-    are kept on the instance, as reading a class-level default takes the slow,
-    unspecialised attribute path.
+    attribute writes for it. The middleware sets ``send``, ``t0`` and ``rare`` on
+    every instance: fields read on every request are kept on the instance, as
+    reading a class-level default takes the slow, unspecialised attribute path.
     """
 
     send: Send
     t0: int = 0
     error: BaseException | None = None
     beacon: bytes | None = None
-    # Something beyond the common case happened (a beacon, an error, a streamed
-    # body) or an option asks for more: the record needs the middleware's extras.
-    rare: bool = False
+    # ``rare`` (from RequestTimings) is also set when something else beyond the
+    # common case happened (a beacon, an error, a streamed body) or an option
+    # asks for more: the record needs the middleware's extras.
     # Size of the last body message (not yet in out_bytes and chunks).
     tail: int = 0
     # The recorder's cache of Server-Timing values (the same dict, never replaced).
@@ -84,7 +83,7 @@ class HttpExchange(Exchange):
             try:
                 status = self.status = message["status"]
                 headers = self.headers = message.get("headers", ())
-                if self.spans is None and not self.db_count:
+                if not self.rare:
                     app_us = (t - self.t0) // 1000
                     try:
                         value = self.timing_values[app_us]

@@ -121,11 +121,15 @@ class Monitor(BeaconIntake):
         self._kinds: frozenset[str] | None = None
         self._sample = 1.0
         # True while everything is recorded and nothing needs a record dict at
-        # once (no sink): the middleware then puts its compact entries straight
-        # into the ring. Kept in step with the control state by configure().
+        # once (no sink). Kept in step with the control state by configure().
         self.direct = sink is None
         self._builders: list[Callable[[tuple[Any, ...]], Record]] = []
         self._waiters: set[Waiter] = set()
+        #: While :attr:`direct` and no feed stream waits: the ring's lock-free
+        #: ``put``, which the middleware calls with its compact entries instead of
+        #: :meth:`take` (no control checks, no wake-ups needed). ``None`` otherwise.
+        self.fast_put: Callable[[tuple[Any, ...]], None] | None = None
+        self._choose_put()
         self._closed = False
         self._pages = _beacon.PageNames(limit=self.beacon_limits.pages)
         #: Salt of the hashed client keys; the middleware shares it so a browser's
@@ -209,9 +213,7 @@ class Monitor(BeaconIntake):
 
         The record is built when something reads it (or at once for the sink),
         not here. Control is applied as in :meth:`record`; never raises. While
-        :attr:`direct` is true the middleware may skip this call and put the
-        entry into the ring itself (``buffer.put(entry)``, then :meth:`wake`
-        when streams wait).
+        :attr:`fast_put` is set the middleware calls it instead.
         """
         if not self._enabled:
             self._skipped_disabled += 1
@@ -344,6 +346,10 @@ class Monitor(BeaconIntake):
             self.direct = (
                 self._enabled and self._kinds is None and self._sample >= 1.0 and self._sink is None
             )
+            self._choose_put()
+
+    def _choose_put(self) -> None:
+        self.fast_put = self.buffer.put if self.direct and not self._waiters else None
 
     def state(self) -> dict[str, object]:
         """The document answered by ``GET <prefix>/control``."""
@@ -382,10 +388,12 @@ class Monitor(BeaconIntake):
 
     def _add_waiter(self, waiter: Waiter) -> None:
         self._waiters.add(waiter)
+        self._choose_put()
         self._count("streams_served")
 
     def _remove_waiter(self, waiter: Waiter) -> None:
         self._waiters.discard(waiter)
+        self._choose_put()
 
     @property
     def closed(self) -> bool:

@@ -51,13 +51,16 @@ class RequestTimings:
     spans: dict[str, int] | None = None
     db_ns: int = 0
     db_count: int = 0
+    #: Set once anything beyond the common case is measured (a span, DB time):
+    #: the middleware's one test for "the header and record need more".
+    rare: bool = False
 
     def add_span(self, name: str, duration_ns: int) -> None:
         """Add ``duration_ns`` to the span ``name`` (``"db"`` adds to the DB time)."""
         if name == "db":
-            self.db_ns += duration_ns
-            self.db_count += 1
+            self.add_db(duration_ns)
             return
+        self.rare = True
         spans = self.spans
         if spans is None:
             self.spans = {name: duration_ns}
@@ -65,6 +68,12 @@ class RequestTimings:
             spans[name] += duration_ns
         elif len(spans) < MAX_SPANS:
             spans[name] = duration_ns
+
+    def add_db(self, duration_ns: int) -> None:
+        """Add one database call of ``duration_ns`` to the DB time."""
+        self.rare = True
+        self.db_ns += duration_ns
+        self.db_count += 1
 
 
 _current: ContextVar[RequestTimings | None] = ContextVar("perfnb_request_timings", default=None)

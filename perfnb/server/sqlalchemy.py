@@ -97,8 +97,7 @@ class EngineInstrumentation:
         self.queries += 1
         timings = _current.get()
         if timings is not None:
-            timings.db_ns += elapsed_ns
-            timings.db_count += 1
+            timings.add_db(elapsed_ns)
         now = monotonic_ns()
         if now >= self._next_pool_ns:
             self._pool_sample(now, timings)
