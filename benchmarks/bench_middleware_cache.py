@@ -20,7 +20,9 @@ requests after the same warm-up; per request is the difference divided by
 ``n2 - n1``, so start-up and imports cancel out, and the bare app's figures are
 subtracted. perfnb's once-a-second tick is held off under valgrind (its clock
 runs ~50× slower there, so the tick would fall every few requests); its cost is
-measured by ``bench_middleware``.
+measured by ``bench_middleware``. perfnb's clock is a counter stepping 1 µs per
+read there, so its cache of Server-Timing values behaves the same in every run
+(the real clock is a C call too; the two differ by a few dozen instructions).
 
     python -m benchmarks middleware_cache
     PERFNB_BENCH_QUICK=1 python -m benchmarks middleware_cache
@@ -30,7 +32,9 @@ measured by ``bench_middleware``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -75,6 +79,14 @@ def child(name: str, n: int) -> None:
     from perfnb.server import PerfnbMiddleware
 
     app = build(name)
+    if isinstance(app, PerfnbMiddleware):
+        # Under valgrind the handler times vary from run to run, and with them
+        # which Server-Timing values perfnb finds in its cache: a clock that
+        # steps 1 µs per read (a C call, like the real one) makes runs repeat.
+        from perfnb.server import asgi, exchange
+
+        fake = itertools.count(10**15, 1000).__next__
+        asgi.perf_counter_ns = exchange.perf_counter_ns = fake  # type: ignore[assignment]
     loop = asyncio.new_event_loop()
     loop.run_until_complete(run_batch(app, "/trivial", WARMUP))
     if isinstance(app, PerfnbMiddleware):
@@ -85,7 +97,10 @@ def child(name: str, n: int) -> None:
 
 def counted(name: str, n: int) -> dict[str, int]:
     """cachegrind's totals for a child process serving ``n`` requests."""
+    # Without address randomisation, dicts keyed by id() hash the same way each run.
+    fixed = ["setarch", platform.machine(), "-R"] if shutil.which("setarch") else []
     cmd = [
+        *fixed,
         "valgrind",
         "--tool=cachegrind",
         "--cache-sim=yes",

@@ -163,6 +163,7 @@ class PerfnbMiddleware:
         self._special = bool(recorder.stream_routes) or recorder.session_cookie is not None
 
         self._exchange = exchange_class(recorder)
+        self._timing_values = recorder.timing_values
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The app's HTTP requests while monitoring is on take the path below,
@@ -185,8 +186,9 @@ class PerfnbMiddleware:
         ex.t0 = t0
         # Read on every request, so set on the instance: reading a class-level
         # default takes the slow, unspecialised attribute path. Spans, DB time,
-        # errors, streams and beacons set it too.
+        # errors, streams and beacons set ``rare`` too.
         ex.rare = self._special
+        ex.timing_values = self._timing_values
         try:
             headers = dict(scope["headers"])
         except (TypeError, ValueError):  # not a list of (bytes, bytes) pairs
