@@ -343,17 +343,20 @@ def validate_record(record: Mapping[str, object]) -> Record:
     ...
     perfnb.errors.RecordError: column 'time': got 1 (int); expected a timezone-aware datetime
     """
-    if record.__class__ is dict:
-        keys = tuple(record)
-        checker = _SHAPES.get(keys) or _shape_checker(keys)
-        if checker is not None:
-            checked = checker(record)
-            if checked is not None:
-                return checked
-    elif not isinstance(record, Mapping):
-        raise RecordError(
-            f"a record must be a dict of column to value, got {type(record).__name__}"
-        )
+    if record.__class__ is not dict:
+        if not isinstance(record, Mapping):
+            raise RecordError(
+                f"a record must be a dict of column to value, got {type(record).__name__}"
+            )
+        # Another mapping (a lazily built client record, say): one copy, and
+        # the same checks as a dict.
+        record = dict(record.items())
+    keys = tuple(record)
+    checker = _SHAPES.get(keys) or _shape_checker(keys)
+    if checker is not None:
+        checked = checker(record)
+        if checked is not None:
+            return checked
     return _validate_generic(record)
 
 

@@ -4,16 +4,23 @@
 readings per request (method, URL, the header lists, status, times, body size)
 in a :class:`ClientRecord`. The record's fields — the route, the service,
 sizes, the ``Server-Timing`` split into server and network time — are worked
-out from those notes once, the first time anything reads them: by default when
-the response ends, to hand the sink a plain dict; with ``instrument(...,
-lazy=True)`` the sink gets the :class:`ClientRecord` itself, and a sink that
-only keeps records (a ring, a sampler) costs the request no more than noting.
+out from those notes once, the first time anything reads them. The sink gets
+the :class:`ClientRecord` itself, so a sink that only keeps records (a ring, a
+sampler) costs the request no more than noting, and one that reads each record
+pays the building once; with ``instrument(..., lazy=False)`` it is built when
+the response ends and the sink gets a plain dict.
+
+The notes are references the request already made (the header lists, the URL)
+and clock readings: nothing is copied or decoded on the request path. Once
+built, the record drops them, so a record kept after it was read holds only
+its dict.
 
 A :class:`ClientRecord` is a read-only :class:`~collections.abc.Mapping` from
 column name to value, equal to the plain dict of the same fields.
 ``Stream.push``, ``Store.append``, a store writer,
 :func:`~perfnb.schema.validate_record` and :func:`~perfnb.schema.record_to_json`
-take it as it is (the schema checks a mapping on a slower path than a dict);
+take it as it is (the schema checks a mapping on a slower path than a dict, by
+a few microseconds);
 :meth:`ClientRecord.to_dict` gives a plain dict for anything else
 (``json.dumps``).
 
@@ -27,6 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
 
@@ -48,6 +56,8 @@ _log = logging.getLogger("perfnb.collect.httpx")
 MAX_ERROR_MESSAGE: Final = 300
 _BODYLESS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 _ONE_US: Final = timedelta(microseconds=1)
+#: (lower-case name, value) of a (raw name, lower-case name, value) header triple.
+_NAME_VALUE: Final = itemgetter(1, 2)
 #: How long a (perf_counter, wall clock) anchor is used before it is taken again.
 ANCHOR_NS: Final = 1_000_000_000
 
@@ -120,10 +130,11 @@ def _split_header(text: str, duration_ms: float) -> tuple[float | None, float | 
     total = app = db = None
     largest = 0.0
     # Four groups per metric: name, dur, desc token, desc quoted; unused ones None.
-    for name, text in zip(groups[0::4], groups[1::4], strict=True):
+    for index in range(0, len(groups), 4):
+        name = groups[index]
         if name is None:
             break
-        dur = float(text)
+        dur = float(groups[index + 1])
         if dur <= 0:
             continue
         if name == "app":
@@ -193,6 +204,10 @@ def header_items(headers: httpx.Headers) -> list[tuple[bytes, bytes, bytes]]:
     return [(key, key.lower(), value) for key, value in headers.raw]
 
 
+#: Header triples as a record keeps them.
+Items = Sequence[tuple[bytes, bytes, bytes]]
+
+
 def path_key(url: httpx.URL) -> str:
     """The URL's path as sent (percent-encoded), to key the route cache.
 
@@ -212,37 +227,68 @@ class ClientRecord(Mapping[str, Any]):
     was seen so far.
     """
 
-    # No __slots__: fields a request leaves at their defaults stay class
-    # attributes, so noting a request writes only what it knows.
-    _resp: httpx.Headers | None = None
-    _status = 0
-    _ttfb = -1
-    _end = 0
-    _data: Record | None = None
-    #: Body bytes received so far.
-    size = 0
-    #: Whether the exchange ended (the record was handed to the sink).
-    done = False
-    #: (error_type, scrubbed message) of a failed request.
-    error: tuple[str, str] | None = None
+    # Slots, all set in __init__: a slotted instance is made in half the time of
+    # one with a __dict__, and noting a request is most of what it costs.
+    __slots__ = (
+        "_data",
+        "_end",
+        "_inst",
+        "_method",
+        "_req",
+        "_resp",
+        "_start",
+        "_status",
+        "_ttfb",
+        "_url",
+        "error",
+        "size",
+    )
 
-    def __init__(self, inst: Instrumentation, request: httpx.Request, start: int) -> None:
+    def __init__(
+        self,
+        inst: Instrumentation,
+        request: httpx.Request,
+        start: int,
+        ttfb: int = -1,
+        response: httpx.Response | None = None,
+    ) -> None:
         self._inst = inst
         self._method = request.method
         self._url = request.url
-        self._req = request.headers
+        try:
+            # The header lists themselves, not the Headers objects around them:
+            # a record a sink keeps holds fewer objects for the collector to visit.
+            self._req: Items = request.headers._list
+        except AttributeError:  # should httpx rename its attribute
+            self._req = header_items(request.headers)
         self._start = start
-        self._anchor = inst.anchor
+        #: perf_counter ns of the response headers (-1: none arrived).
+        self._ttfb = ttfb
+        if response is None:
+            self._status = 0
+            self._resp: Items | None = None
+        else:
+            self._status = response.status_code
+            try:
+                self._resp = response.headers._list
+            except AttributeError:
+                self._resp = header_items(response.headers)
+        #: perf_counter ns of the end of the exchange (0 while it goes on).
+        self._end = 0
+        self._data: Record | None = None
+        #: Body bytes received so far.
+        self.size = 0
+        #: (error_type, scrubbed message) of a failed request.
+        self.error: tuple[str, str] | None = None
 
-    def response(self, response: httpx.Response, at: int) -> None:
-        """Note the response's headers, arrived at ``at`` (perf_counter ns)."""
-        self._ttfb = at
-        self._status = response.status_code
-        self._resp = response.headers
+    @property
+    def done(self) -> bool:
+        """Whether the exchange ended (the record was handed to the sink)."""
+        return self._end != 0
 
-    def fail(self, exc: BaseException) -> None:
-        """Note the exception that ended the request (kept as text, not as the object)."""
-        message = scrub(f"{type(exc).__name__}: {exc}", self._url, self._req)
+    def fail(self, exc: BaseException, request: httpx.Request) -> None:
+        """Note the exception that ended ``request`` (kept as text, not as the object)."""
+        message = scrub(f"{type(exc).__name__}: {exc}", request.url, request.headers)
         self.error = (error_type(exc), message)
 
     def end(self) -> None:
@@ -250,16 +296,12 @@ class ClientRecord(Mapping[str, Any]):
 
         A sink that raises is counted (``Instrumentation.sink_errors``), never raised.
         """
-        if self.done:
+        if self._end:
             return
         self._end = perf_counter_ns()
-        self.done = True
         inst = self._inst
         try:
-            if inst.lazy:
-                inst.sink_any(self)
-            else:
-                inst.sink(self._safe_build())
+            inst.deliver(self)
         except Exception:
             inst.sink_error()
         else:
@@ -272,7 +314,7 @@ class ClientRecord(Mapping[str, Any]):
             return self._build()
         except Exception:  # a bug here must not break whoever reads the record
             _log.exception("perfnb could not build a client record")
-            anchor_ns, anchor_time = self._anchor
+            anchor_ns, anchor_time = self._inst.anchor
             return {
                 "time": anchor_time + _ONE_US * ((self._start - anchor_ns) // 1000),
                 "source": "client",
@@ -284,55 +326,50 @@ class ClientRecord(Mapping[str, Any]):
         data = self._data
         if data is None:
             data = self._safe_build()
-            if self.done:
+            if self._end:
                 # Notes are dropped once built: the record no longer holds the
                 # request's header objects alive.
                 self._data = data
-                self._req = self._resp = None  # type: ignore[assignment]
+                self._req = self._resp = ()
         return data
 
     def _build(self) -> Record:
-        # Written for speed: in the default (eager) mode this runs on every request.
+        # Written for speed: a sink that reads every record runs this once per request.
         inst = self._inst
         method = self._method
         url = self._url
         start = self._start
         end = self._end or perf_counter_ns()
         duration = (end - start) / 1e6
-        try:
-            items = self._req._list
-        except AttributeError:  # should httpx rename its attribute
-            items = header_items(self._req)
-        host = length = run_id = None
-        for _, key, value in items:
-            if key == b"host":
-                host = value
-            elif key == b"content-length":
-                length = value
-            elif key == b"x-perfnb-run":
-                run_id = value
+        # dict(map(itemgetter)) reads the header triples in C; a repeated request
+        # header keeps its last value, as a loop assigning each would.
+        req = dict(map(_NAME_VALUE, self._req))
+        host = req.get(b"host")
+        length = req.get(b"content-length")
+        run_id = req.get(b"x-perfnb-run")
         try:
             path = url._uri_reference.path
         except AttributeError:
             path = path_key(url)
-        anchor_ns, anchor_time = self._anchor
+        # Whichever anchor is current: the clocks agree across the second or so
+        # between two anchors, and a record need not carry its own.
+        anchor_ns, anchor_time = inst.anchor
         kind = "http"
         timing: bytes | list[bytes] | None = None
         resp = self._resp
         if resp is not None:
-            try:
-                items = resp._list
-            except AttributeError:
-                items = header_items(resp)
-            for _, key, value in items:
-                if key == b"server-timing":
-                    if timing is None:
-                        timing = value
-                    elif isinstance(timing, bytes):
-                        timing = [timing, value]
-                    else:
-                        timing.append(value)
-                elif key == b"content-type" and value.startswith(b"text/event-stream"):
+            headers = dict(map(_NAME_VALUE, resp))
+            if len(headers) == len(resp):
+                timing = headers.get(b"server-timing")
+                content_type = headers.get(b"content-type")
+                if content_type is not None and content_type.startswith(b"text/event-stream"):
+                    kind = "stream"
+            else:  # a header repeated: every Server-Timing value counts
+                timing = [value for _, key, value in resp if key == b"server-timing"] or None
+                if any(
+                    key == b"content-type" and value.startswith(b"text/event-stream")
+                    for _, key, value in resp
+                ):
                     kind = "stream"
         record: Record = {
             "time": anchor_time + _ONE_US * ((start - anchor_ns) // 1000),

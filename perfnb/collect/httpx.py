@@ -29,13 +29,16 @@ recorded: error messages are scrubbed of them before they are kept.
 A sink that raises never breaks the request: the failure is logged once and
 counted in :attr:`Instrumentation.sink_errors`.
 
-The sink receives each record as a plain dict, built when the response ends.
-With ``lazy=True`` it receives a :class:`~perfnb.collect.clientrecord.ClientRecord`
-instead: a read-only mapping of the same columns whose fields are worked out
-when it is first read, so the request only pays for noting what it saw. That
-suits sinks that keep many records and read few (a ring, a sampler); a sink
-that reads every record (``Stream.push``, a store) pays the building then, and
-a little more than for a dict (see :mod:`perfnb.collect.clientrecord`).
+The sink receives each record as a plain dict when the response ends.
+``instrument(..., lazy=True)`` hands it a
+:class:`~perfnb.collect.clientrecord.ClientRecord` instead: a read-only mapping
+of the record's columns whose fields are worked out when it is first read, so
+the request pays only for noting what it saw (about a third of what building
+the dict costs; ``python -m benchmarks httpx``). ``Stream.push``,
+``Store.append``, a store writer, :func:`~perfnb.schema.validate_record` and
+:func:`~perfnb.schema.record_to_json` take it as it is; ``record.to_dict()``
+gives a plain dict for anything else (``json.dumps``). A sink that reads every
+record pays the building then, once per record.
 
 >>> import httpx
 >>> records = []
@@ -54,7 +57,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from time import perf_counter_ns
 from typing import Any, Final, TypeVar, cast
@@ -144,7 +148,8 @@ class Instrumentation:
         lazy: bool = False,
     ) -> None:
         self.sink = sink
-        #: Whether the sink gets ClientRecords (built when read) rather than dicts.
+        #: Whether the sink gets ClientRecords (built when read) rather than
+        #: dicts (the default).
         self.lazy = lazy
         self.service = service
         self.route = route
@@ -156,9 +161,15 @@ class Instrumentation:
         #: is next taken: one clock read per request instead of two.
         self.anchor: tuple[int, datetime] = take_anchor()
         self.anchor_until = self.anchor[0] + ANCHOR_NS
-        # The sink gets ClientRecords: Mappings of the record's columns, not dicts.
-        # The schema's checks, streams and stores take them (see clientrecord).
-        self.sink_any: Callable[[ClientRecord], None] = cast("Callable[[ClientRecord], None]", sink)
+        #: Hands an ended record to the sink: the ClientRecord itself (a Mapping
+        #: of the record's columns, which the schema's checks, streams and stores
+        #: take), or the plain dict built from it when ``lazy`` is false.
+        self.deliver: Callable[[ClientRecord], None] = (
+            cast("Callable[[ClientRecord], None]", sink) if lazy else self._deliver_dict
+        )
+
+    def _deliver_dict(self, record: ClientRecord) -> None:
+        self.sink(record._safe_build())
 
     def new_anchor(self) -> None:
         """Take the clock anchor again (once a second at most, from the request path)."""
@@ -201,20 +212,28 @@ class Instrumentation:
 class _SyncBody(httpx.SyncByteStream):
     """The response body as httpx reads it: counts bytes, ends the record at the last."""
 
-    def __init__(self, inner: httpx.SyncByteStream, record: ClientRecord) -> None:
+    __slots__ = ("inner", "record", "request")
+
+    def __init__(
+        self, inner: httpx.SyncByteStream, record: ClientRecord, request: httpx.Request
+    ) -> None:
         self.inner = inner
         self.record = record
+        # Kept for an error's message, which is scrubbed of the request's secrets.
+        self.request = request
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[bytes]:
         record = self.record
         try:
             for chunk in self.inner:
+                # On the record at once: a reader that stops early closes the
+                # stream while this generator is still suspended.
                 record.size += len(chunk)
                 yield chunk
         except GeneratorExit:
             raise  # the reader stopped early; close() ends the record
         except BaseException as exc:
-            record.fail(exc)
+            record.fail(exc, self.request)
             record.end()
             raise
         record.end()
@@ -227,40 +246,66 @@ class _SyncBody(httpx.SyncByteStream):
 
 
 class _AsyncBody(httpx.AsyncByteStream):
-    """:class:`_SyncBody` for async clients.
+    """The response body of an async client: the record ends when httpx closes it.
 
-    An iterator class rather than an async generator: asyncio registers every
-    async generator it starts (for shutdown), which would cost more per request
-    than counting the chunks.
+    The chunks pass straight from the inner stream to httpx: a coroutine of our
+    own per chunk, and the end of iteration re-raised through it, would cost
+    more than the rest of the instrumentation. httpx closes the stream right
+    after its last chunk (``Response.aiter_raw``), or when the reader gives up,
+    so ``aclose`` is where the record ends; the byte count is the response's
+    ``num_bytes_downloaded``, taken then.
+
+    A transport error or cancellation that broke off the body is being handled
+    when httpx closes the stream (``AsyncClient.send`` and ``AsyncClient.stream``
+    close it on the way out), so ``aclose`` notes it; one that was already being
+    handled when the request started (a retry in an ``except`` block) is not
+    this exchange's. Other exceptions are left out: they come from the reader's
+    own code, whose messages may hold anything.
     """
 
-    def __init__(self, inner: httpx.AsyncByteStream, record: ClientRecord) -> None:
+    __slots__ = ("inner", "outer", "record", "request", "response")
+
+    def __init__(
+        self,
+        inner: httpx.AsyncByteStream,
+        record: ClientRecord,
+        request: httpx.Request,
+        response: httpx.Response,
+        outer: BaseException | None,
+    ) -> None:
         self.inner = inner
         self.record = record
-        self._chunks: Any = None
+        self.request = request
+        # The response already refers to its stream (httpx binds them both
+        # ways), so this adds no new reference cycle.
+        self.response = response
+        self.outer = outer
 
-    def __aiter__(self) -> _AsyncBody:
-        self._chunks = self.inner.__aiter__()
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            chunk: bytes = await self._chunks.__anext__()
-        except StopAsyncIteration:
-            self.record.end()
-            raise
-        except BaseException as exc:
-            self.record.fail(exc)
-            self.record.end()
-            raise
-        self.record.size += len(chunk)
-        return chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.inner.__aiter__()
 
     async def aclose(self) -> None:
+        record = self.record
+        if not record.done:
+            exc = sys.exception()
+            if (
+                exc is not None
+                and exc is not self.outer
+                and (isinstance(exc, httpx.RequestError) or type(exc).__name__ == "CancelledError")
+            ):
+                record.fail(exc, self.request)
+            record.size = self.response.num_bytes_downloaded
         try:
             await self.inner.aclose()
         finally:
-            self.record.end()
+            record.end()
+
+
+def _failed(inst: Instrumentation, request: httpx.Request, start: int, exc: BaseException) -> None:
+    """Record a request that got no response (called in ``except``)."""
+    record = ClientRecord(inst, request, start)
+    record.fail(exc, request)
+    record.end()
 
 
 class _SyncTransport(httpx.BaseTransport):
@@ -269,30 +314,32 @@ class _SyncTransport(httpx.BaseTransport):
         self.inst = inst
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        # Every request runs this: it only notes references and clock readings.
         inst = self.inst
         start = perf_counter_ns()
         if start >= inst.anchor_until:
             inst.new_anchor()
-        record = ClientRecord(inst, request, start)
         try:
             response = self.inner.handle_request(request)
-            # ClientRecord.response, written out: this runs on every request.
-            record._ttfb = perf_counter_ns()
-            record._status = response.status_code
-            record._resp = response.headers
         except BaseException as exc:
-            record.fail(exc)
-            record.end()
+            _failed(inst, request, start, exc)
             raise
+        ttfb = perf_counter_ns()
+        record = ClientRecord(inst, request, start, ttfb, response)
         if response.is_stream_consumed:
             # Built with its body already read (MockTransport, ASGI/WSGI transports):
-            # the body is all there, nothing more will be read from the stream.
+            # the body arrived with the headers, nothing more will be read.
+            # ClientRecord.end() at ttfb, written out: the call costs ~1 µs here.
             record.size = len(response.content)
-            record.end()
-            return response
-        stream = response.stream
-        assert isinstance(stream, httpx.SyncByteStream)
-        response.stream = _SyncBody(stream, record)
+            record._end = ttfb
+            try:
+                inst.deliver(record)
+            except Exception:
+                inst.sink_error()
+            else:
+                inst.records += 1
+        else:
+            response.stream = _SyncBody(response.stream, record, request)  # type: ignore[arg-type]
         return response
 
     def __enter__(self) -> _SyncTransport:
@@ -316,24 +363,30 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
         start = perf_counter_ns()
         if start >= inst.anchor_until:
             inst.new_anchor()
-        record = ClientRecord(inst, request, start)
         try:
             response = await self.inner.handle_async_request(request)
-            # ClientRecord.response, written out: this runs on every request.
-            record._ttfb = perf_counter_ns()
-            record._status = response.status_code
-            record._resp = response.headers
         except BaseException as exc:
-            record.fail(exc)
-            record.end()
+            _failed(inst, request, start, exc)
             raise
+        ttfb = perf_counter_ns()
+        record = ClientRecord(inst, request, start, ttfb, response)
         if response.is_stream_consumed:
             record.size = len(response.content)
-            record.end()
-            return response
-        stream = response.stream
-        assert isinstance(stream, httpx.AsyncByteStream)
-        response.stream = _AsyncBody(stream, record)
+            record._end = ttfb  # ClientRecord.end() at ttfb, written out as above
+            try:
+                inst.deliver(record)
+            except Exception:
+                inst.sink_error()
+            else:
+                inst.records += 1
+        else:
+            response.stream = _AsyncBody(
+                response.stream,  # type: ignore[arg-type]
+                record,
+                request,
+                response,
+                sys.exception(),
+            )
         return response
 
     async def __aenter__(self) -> _AsyncTransport:
@@ -379,9 +432,10 @@ def instrument(
     ``route`` maps a URL path to the route recorded (default
     :func:`default_route`; give your own to map paths to your API's templates).
     Works on ``httpx.Client`` and ``httpx.AsyncClient``, including clients with
-    mounts or proxies. :func:`uninstrument` takes it off again. ``lazy=True``
-    hands the sink :class:`~perfnb.collect.clientrecord.ClientRecord` mappings,
-    built when first read, instead of dicts (see the module's notes).
+    mounts or proxies. :func:`uninstrument` takes it off again. The sink gets
+    plain dicts; ``lazy=True`` hands it
+    :class:`~perfnb.collect.clientrecord.ClientRecord` mappings, built when
+    first read (see the module's notes).
 
     >>> import httpx
     >>> seen = []

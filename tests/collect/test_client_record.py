@@ -45,10 +45,12 @@ def fetch(handler: object, n: int = 1) -> list[ClientRecord]:
     return kept
 
 
-def test_by_default_the_sink_gets_plain_dicts_equal_to_the_lazy_records() -> None:
+def test_lazy_false_gives_plain_dicts_equal_to_the_records() -> None:
     plain: list[dict[str, object]] = []
     lazy = fetch(ok)
-    client = instrument(httpx.Client(transport=httpx.MockTransport(ok)), sink=plain.append)
+    client = instrument(
+        httpx.Client(transport=httpx.MockTransport(ok)), sink=plain.append, lazy=False
+    )
     client.get(URL)
     assert type(plain[0]) is dict
     volatile = {"time", "duration_ms", "ttfb_ms", "server_ms"}
