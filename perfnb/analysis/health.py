@@ -85,6 +85,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from perfnb.analysis.healthconfig import HealthConfig
 from perfnb.analysis.healthrecords import ALERTS, STATES, OpenAlerts, health_record, records_of
+from perfnb.analysis.healthreplay import PieceReplay
 from perfnb.analysis.healthstates import ClientWindow, Verdict, judge_polling, judge_server
 from perfnb.analysis.hysteresis import Hysteresis
 from perfnb.analysis.leaks import LeakDetector, LeakEvent
@@ -220,20 +221,28 @@ class HealthEngine:
         >>> HealthEngine().replay([])
         []
         """
-        records = records_of(frame_or_records)
-        if not records:
-            return []
+        return self.replay_pieces([frame_or_records], stretch=stretch)
+
+    def replay_pieces(
+        self,
+        pieces: Iterable[pd.DataFrame | Iterable[Mapping[str, Any]]],
+        *,
+        stretch: float = 1.0,
+    ) -> list[Record]:
+        """:meth:`replay` of records that come in time-ordered pieces, one in memory at a time.
+
+        Same output as replaying all the pieces' records at once; the last window is
+        judged after the last piece (see :class:`~perfnb.analysis.healthreplay.PieceReplay`).
+
+        >>> HealthEngine().replay_pieces(iter([[], []]))
+        []
+        """
+        replay = PieceReplay(self, stretch=stretch)
         out: list[Record] = []
-        origin = records[0]["time"]
-        for record in records:
-            if stretch != 1.0:
-                record = {**record, "time": origin + (record["time"] - origin) * stretch}
-            now = record["time"].timestamp()
-            self._advance(now)
-            self._take_safely(record)
-            out.extend(self._drain())
-        self._advance(self._now + self.config.window_s)
-        out.extend(self._drain())
+        for piece in pieces:
+            out.extend(replay.feed(piece))
+            del piece  # let the piece go before the next one is read
+        out.extend(replay.finish())
         return out
 
     # -- records in -------------------------------------------------------------------
