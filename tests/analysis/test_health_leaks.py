@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import statistics
+
 from health_support import alerts, sample
+from hypothesis import given
+from hypothesis import strategies as st
 
 from perfnb.analysis.health import HealthEngine
 from perfnb.analysis.healthconfig import HealthConfig
@@ -25,6 +29,30 @@ def test_theil_sen_ignores_outliers() -> None:
     slope, rising = theil_sen(points)
     assert slope == 10.0
     assert rising > 0.8
+
+
+def pairwise(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Theil–Sen by its definition: the median of the slopes of every pair."""
+    slopes = [
+        (y1 - y0) / (x1 - x0)
+        for i, (x0, y0) in enumerate(points)
+        for x1, y1 in points[i + 1 :]
+        if x1 != x0
+    ]
+    if not slopes:
+        return 0.0, 0.0
+    return statistics.median(slopes), sum(s > 0 for s in slopes) / len(slopes)
+
+
+finite = st.floats(-1e12, 1e12, allow_nan=False, allow_infinity=False)
+# Bin times: seconds, often repeated (equal x), some in eighths of a second.
+times = st.integers(0, 40).map(float) | st.integers(0, 10**7).map(lambda v: v / 8)
+
+
+@given(st.lists(st.tuples(times, finite), max_size=70))
+def test_theil_sen_is_the_median_of_every_pairs_slope(points: list[tuple[float, float]]) -> None:
+    # Equal x (repeated bins) are skipped, as the definition has no slope for them.
+    assert theil_sen(points) == pairwise(points)
 
 
 def test_sawtooth_with_gc_raises_nothing_over_hours() -> None:
