@@ -132,12 +132,19 @@ def test_demo_job_refuses_bad_options(tmp_path: Path, capsys: pytest.CaptureFixt
     assert not (tmp_path / "data").exists()
 
 
+def _sigint_as_from_a_terminal() -> None:
+    # A test run started in the background inherits SIGINT ignored, and would
+    # hand that on; the job must start as it does from a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_demo_app_too(tmp_path: Path, waiter: Callable[..., None]) -> None:
     job = subprocess.Popen(
         _job(tmp_path / "data", "--seconds", "600", "--speed", "1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_sigint_as_from_a_terminal,
     )
     try:
         assert job.stdout is not None

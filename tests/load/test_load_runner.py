@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import _thread
+import signal
 import statistics
 import threading
 import time
@@ -128,12 +129,16 @@ def test_error_rate_limit_stops_the_run_and_records_why(target: TargetApp) -> No
 
 
 def test_keyboard_interrupt_stops_a_blocking_run(target: TargetApp) -> None:
+    # interrupt_main does nothing while SIGINT is ignored, as it is in a test run
+    # started in the background: handle it as under a terminal for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(2.0, _thread.interrupt_main)
     timer.start()
     try:
         result = run_load(target.url, _scenario(), ConstantRate(100, duration=60), workers=1)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert result.stop.reason == "interrupt"
     assert result.total.count > 0
 
