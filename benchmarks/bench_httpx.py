@@ -159,14 +159,18 @@ def _pairs_sync(plain: Callable[[], object], inst: Callable[[], object]) -> Resu
             first()
             b = _clock()
             second()
-            c = _clock()
-            if pair & 1 == 0:
-                p_ns.append(b - a)
-                i_ns.append(c - b)
-            else:
-                i_ns.append(b - a)
-                p_ns.append(c - b)
+            _keep(pair, b - a, _clock() - b, p_ns, i_ns)
     return Result(p_ns, i_ns, gc_time)
+
+
+def _keep(pair: int, first_ns: int, second_ns: int, p_ns: list[int], i_ns: list[int]) -> None:
+    """File a pair's two timings: even pairs ran plain first, odd ones instrumented first."""
+    if pair & 1 == 0:
+        p_ns.append(first_ns)
+        i_ns.append(second_ns)
+    else:
+        i_ns.append(first_ns)
+        p_ns.append(second_ns)
 
 
 async def _pairs_async(
@@ -186,13 +190,7 @@ async def _pairs_async(
             await first()
             b = _clock()
             await second()
-            c = _clock()
-            if pair & 1 == 0:
-                p_ns.append(b - a)
-                i_ns.append(c - b)
-            else:
-                i_ns.append(b - a)
-                p_ns.append(c - b)
+            _keep(pair, b - a, _clock() - b, p_ns, i_ns)
     return Result(p_ns, i_ns, gc_time)
 
 

@@ -7,10 +7,6 @@ that cross midnight UTC included), and its peak memory stays far below it.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +16,7 @@ import pandas as pd
 import pytest
 
 import perfnb.healthcmd
+from benchmarks.bench_health_replay import replay_in_child
 from perfnb.analysis.health import HealthEngine
 from perfnb.analysis.healthconfig import HealthConfig
 from perfnb.errors import ConfigError
@@ -188,62 +185,6 @@ def test_bad_piece_rows_is_refused(store: Store) -> None:
         replay_range(store, piece_rows=0)
 
 
-# One replay in a fresh process: its peak RSS growth (Arrow's buffers included; the
-# peak is reset once imports are done) and a digest of what it found.
-_CHILD = """
-import gc, hashlib, json, re, sys
-from perfnb.analysis.health import HealthEngine
-from perfnb.healthcmd import _COLUMNS, replay_range
-from perfnb.schema import record_to_json
-from perfnb.store import Store
-
-mode, root = sys.argv[1], sys.argv[2]
-store = Store(root)
-# Warm up alike for both: modules loaded, Arrow's thread pools and their allocator
-# caches started by a replay of the first ten minutes (not the replay measured).
-day = store.days()[0].isoformat()
-store.read(day, day + "T00:10Z", columns=list(_COLUMNS))
-replay_range(store, start=day, end=day + "T00:10Z")
-
-
-def status(key):
-    return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
-
-
-gc.collect()
-with open("/proc/self/clear_refs", "w") as reset:
-    reset.write("5")  # the peak RSS (VmHWM) starts again from now
-before = status("VmRSS")
-if mode == "whole":
-    frame = store.read(columns=list(_COLUMNS))
-    out = HealthEngine().replay(frame[frame["source"] != "perfnb"])
-else:
-    out = replay_range(store, piece_rows=20_000)
-grown = status("VmHWM") - before
-text = json.dumps([record_to_json(r) for r in out], sort_keys=True, default=str)
-print(json.dumps({"kb": grown, "records": len(out),
-                  "digest": hashlib.sha256(text.encode()).hexdigest()}))
-"""
-
-
-def _replay_in_child(mode: str, root: Path) -> dict[str, Any]:
-    # The system allocator with one arena for Arrow and Python alike: freed memory is
-    # reused rather than cached per thread, so the peak measures what the replay holds
-    # (mimalloc's per-thread caches add tens of MB that vary from run to run).
-    env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_ARENA_MAX": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, mode, str(root)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(
     not Path("/proc/self/clear_refs").exists(), reason="peak RSS is read from Linux's /proc"
@@ -254,8 +195,10 @@ def test_peak_memory_stays_bounded(tmp_path: Path) -> None:
     root = tmp_path / "big"
     store = build(root, days=3, per_day=90_000, busy_s=1200)
     assert len(store.read(columns=["time"])) > 290_000
-    at_once = _replay_in_child("whole", root)
-    pieces = _replay_in_child("pieces", root)
+    # Each in a fresh process, with the system allocator and one malloc arena, so
+    # the peak RSS growth is what the replay holds (see benchmarks/bench_health_replay.py).
+    at_once = replay_in_child("whole", root, piece_rows=20_000)
+    pieces = replay_in_child("pieces", root, piece_rows=20_000)
     assert pieces["records"] == at_once["records"] > 0
     assert pieces["digest"] == at_once["digest"]
-    assert at_once["kb"] > 6 * pieces["kb"], (at_once, pieces)
+    assert at_once["peak_kb"] > 6 * pieces["peak_kb"], (at_once, pieces)
