@@ -4,7 +4,11 @@ An :class:`Endpoints` scenario cycles through a list of requests on the lean
 engine — the fast path, built from a list or from the app's OpenAPI document
 (:func:`endpoints_from_openapi`). A :class:`Journey` is an async function over a
 :class:`Session` (cookies, auth, think time) run again and again by each user;
-journeys are slow by nature, so the session is an ``httpx.AsyncClient``.
+journeys are slow by nature, so the session is an ``httpx.AsyncClient``. Every
+request that client makes — each redirect hop, each absolute URL — is checked
+against the run's allow-list before anything is resolved or sent
+(:func:`~perfnb.load.engine.check_host`); a refused one is counted as
+``refused_host``.
 
 >>> scenario = Endpoints([Endpoint("GET", "/api/health"), Endpoint("GET", "/api/cards")])
 >>> [e.route for e in scenario.endpoints]
@@ -19,15 +23,15 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from perfnb.errors import ConfigError
-from perfnb.load.engine import RUN_HEADER, Target, check_target
+import httpx
 
-if TYPE_CHECKING:
-    import httpx
+from perfnb.errors import ConfigError, TargetError
+from perfnb.load.engine import RUN_HEADER, Target, check_host, check_target
 
 __all__ = [
+    "AllowListTransport",
     "Endpoint",
     "Endpoints",
     "Journey",
@@ -182,8 +186,10 @@ class Session:
     """One simulated user's HTTP session: cookies, default headers and think time.
 
     Methods mirror httpx (``get``, ``post``, ``request``) and take ``route=`` to
-    name the route template the request is counted under. Transport errors are
-    counted and then raised, which ends the journey's current iteration.
+    name the route template the request is counted under. Transport errors, and
+    requests to a host outside the run's allow-list (error ``refused_host``, raised
+    as :class:`~perfnb.errors.TargetError`), are counted and then raised, which
+    ends the journey's current iteration.
 
     >>> async def journey(session: Session) -> None:     # doctest: +SKIP
     ...     await session.post("/api/guests", json={"name": "load"})
@@ -217,8 +223,6 @@ class Session:
         self, method: str, path: str, *, route: str = "", **kw: Any
     ) -> httpx.Response:
         """Send one request (httpx keywords: ``json``, ``content``, ``headers``, ``params``)."""
-        import httpx
-
         route = route or normalise_route(path)
         epoch = time.time_ns() // 1000
         start = time.perf_counter_ns()
@@ -232,6 +236,11 @@ class Session:
             spent = (time.perf_counter_ns() - start) // 1000
             kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connect"
             self.recorder(epoch, route, method, 0, spent, spent, 0, kind, str(exc)[:200], -1, "")
+            raise
+        except TargetError as exc:
+            spent = (time.perf_counter_ns() - start) // 1000
+            error = "refused_host"
+            self.recorder(epoch, route, method, 0, spent, spent, 0, error, str(exc)[:200], -1, "")
             raise
         spent = (time.perf_counter_ns() - start) // 1000
         elapsed = response.elapsed.total_seconds() if response.is_closed else 0.0
@@ -287,18 +296,58 @@ class Journey:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
+class AllowListTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that sends only to hosts a run against ``target`` may reach.
+
+    httpx calls its transport once per request and once per redirect hop, so the
+    check here covers both; a refused request raises
+    :class:`~perfnb.errors.TargetError` before ``inner`` sees it, so the host is
+    never resolved nor contacted.
+
+    >>> import asyncio
+    >>> ok = httpx.MockTransport(lambda request: httpx.Response(200))
+    >>> guard = AllowListTransport(check_target("http://127.0.0.1:8000"), ok)
+    >>> asyncio.run(guard.handle_async_request(httpx.Request("GET", "http://127.0.0.1:8000/")))
+    <Response [200 OK]>
+    >>> asyncio.run(guard.handle_async_request(httpx.Request("GET", "http://elsewhere.invalid/")))
+    Traceback (most recent call last):
+    ...
+    perfnb.errors.TargetError: host 'elsewhere.invalid' refused: ...
+    """
+
+    def __init__(self, target: Target, inner: httpx.AsyncBaseTransport) -> None:
+        self.target = target
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        check_host(request.url.host, self.target)
+        return await self.inner.handle_async_request(request)
+
+    async def __aenter__(self) -> AllowListTransport:
+        await self.inner.__aenter__()
+        return self
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 def make_client(
     target: Target, *, run_id: str, timeout: float, headers: Iterable[tuple[str, str]] = ()
 ) -> httpx.AsyncClient:
-    """The httpx client a journey's session sends with (run header set, no env proxies)."""
-    import httpx
+    """The httpx client a journey's session sends with.
 
+    The run header is set, environment proxies are ignored, and every request and
+    redirect hop is held to the run's allow-list (:class:`AllowListTransport`).
+    """
+    # the transport an AsyncClient would build itself, with trust_env=False
+    inner = httpx.AsyncHTTPTransport(trust_env=False)
     return httpx.AsyncClient(
         base_url=target.url,
         headers={RUN_HEADER: run_id, **dict(headers)},
         timeout=timeout,
         trust_env=False,
         follow_redirects=True,
+        transport=AllowListTransport(target, inner),
     )
 
 
@@ -312,7 +361,8 @@ def run_single_user(
 ) -> list[dict[str, Any]]:
     """Run one user's journey ``iterations`` times in this thread and return its requests.
 
-    For debugging a journey: exceptions propagate with their traceback.
+    For debugging a journey: exceptions propagate with their traceback — a request
+    to a host outside the allow-list raises :class:`~perfnb.errors.TargetError`.
 
     >>> rows = run_single_user(my_journey, "http://127.0.0.1:8000")   # doctest: +SKIP
     >>> rows[0]["route"], rows[0]["status"]                          # doctest: +SKIP
