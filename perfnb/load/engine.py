@@ -42,6 +42,7 @@ __all__ = [
     "Response",
     "Target",
     "build_request",
+    "check_host",
     "check_target",
     "open_connection",
 ]
@@ -50,6 +51,8 @@ __all__ = [
 RUN_HEADER: Final = "X-Perfnb-Run"
 _USER_AGENT: Final = "perfnb-load/1"
 _perf_ns: Final = time.perf_counter_ns
+#: Methods whose request may be sent twice without changing what it does (RFC 9110 9.2.2).
+_IDEMPOTENT: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,7 @@ class Target:
     address: str  # the address connected to (a resolved loopback IP for ``localhost``)
     port: int
     base_path: str  # path prefix from the URL, without a trailing slash
+    allowed: tuple[str, ...] = ()  # the hosts listed in allow_hosts, so later requests are checked
 
     @property
     def host_header(self) -> str:
@@ -82,22 +86,37 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def check_target(url: str, *, allow_hosts: Iterable[str] = ()) -> Target:
+def check_target(
+    url: str, *, allow_hosts: Iterable[str] = (), allow_option: str = "allow_hosts"
+) -> Target:
     """Parse ``url`` and refuse it unless its host is loopback or listed in ``allow_hosts``.
 
     Loopback means an address in 127.0.0.0/8, ``::1``, or ``localhost`` (which is
     resolved here and must resolve to loopback only). Other names are refused
     without any lookup or connection unless listed. Raises
-    :class:`~perfnb.errors.TargetError` naming the host and what is accepted.
+    :class:`~perfnb.errors.TargetError` naming the host and what is accepted; a
+    refusal names ``allow_option`` as the way to list a host (a command line
+    passes its flag, ``"--allow-host"``). A URL that cannot be parsed, a port
+    outside 1-65535 (``:0`` included), a query, fragment or user name (load
+    requests would drop them) and a path with spaces or non-ASCII characters
+    (percent-encode them) are refused too.
 
     >>> check_target("http://localhost:9000").address in ("127.0.0.1", "::1")
     True
+    >>> check_target("http://127.0.0.1:0")
+    Traceback (most recent call last):
+    ...
+    perfnb.errors.TargetError: target 'http://127.0.0.1:0': port 0 is out of range; ...
     """
     given: object = url  # typed str, but CLI and notebook input may be anything
     if not isinstance(given, str):
         msg = f"target: got {given!r}; expected a URL such as http://127.0.0.1:8000"
         raise TargetError(msg)
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as exc:  # an unclosed '[' or an IPv4 address in brackets
+        msg = f"target {url!r} is not a URL ({exc}); expected a URL such as http://127.0.0.1:8000"
+        raise TargetError(msg) from None
     if parts.scheme not in ("http", "https"):
         msg = f"target {url!r}: scheme {parts.scheme!r} is not supported; accepted: http, https"
         raise TargetError(msg)
@@ -106,16 +125,35 @@ def check_target(url: str, *, allow_hosts: Iterable[str] = ()) -> Target:
         msg = f"target {url!r} has no host; expected a URL such as http://127.0.0.1:8000"
         raise TargetError(msg)
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        given_port = parts.port
     except ValueError:
         msg = f"target {url!r}: the port is not a number in 1-65535"
         raise TargetError(msg) from None
+    if given_port is not None and not 1 <= given_port <= 65535:
+        msg = f"target {url!r}: port {given_port} is out of range; accepted: 1-65535"
+        raise TargetError(msg)
+    port = given_port or (443 if parts.scheme == "https" else 80)
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        msg = (
+            f"target {url!r}: a query, fragment or user name would not be sent with the "
+            "requests; accepted: a base URL such as http://127.0.0.1:8000/prefix"
+        )
+        raise TargetError(msg)
+    odd = next((c for c in parts.path if not "!" <= c <= "~"), None)
+    if odd is not None:
+        # the path goes into every request line as it is: a space would split it
+        msg = (
+            f"target {url!r}: the path holds {odd!r}; accepted: visible ASCII characters "
+            "(percent-encode the others)"
+        )
+        raise TargetError(msg)
     allowed = {h.lower().strip("[]") for h in allow_hosts}
+    listed = tuple(sorted(allowed))
     base_path = parts.path.rstrip("/")
     if host in allowed:
-        return Target(parts.scheme, host, host, port, base_path)
+        return Target(parts.scheme, host, host, port, base_path, listed)
     if _is_loopback(host):
-        return Target(parts.scheme, host, host, port, base_path)
+        return Target(parts.scheme, host, host, port, base_path, listed)
     if host == "localhost":
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -127,13 +165,39 @@ def check_target(url: str, *, allow_hosts: Iterable[str] = ()) -> Target:
         if bad or not addresses:
             msg = (
                 f"target host 'localhost' resolves to non-loopback {bad}; load only goes "
-                "to 127.0.0.0/8 or ::1 unless a host is listed in allow_hosts"
+                f"to 127.0.0.0/8 or ::1 unless a host is listed with {allow_option}"
             )
             raise TargetError(msg)
-        return Target(parts.scheme, host, addresses[0], port, base_path)
+        return Target(parts.scheme, host, addresses[0], port, base_path, listed)
     msg = (
         f"target host {host!r} is not loopback (127.0.0.0/8, ::1, localhost); load only "
-        f"goes to other hosts listed explicitly in allow_hosts (now {sorted(allowed)})"
+        f"goes to other hosts listed explicitly with {allow_option} (now {sorted(allowed)})"
+    )
+    raise TargetError(msg)
+
+
+def check_host(host: str, target: Target) -> None:
+    """Refuse ``host`` unless a run against ``target`` may send to it; no lookup is made.
+
+    Accepted: a loopback address literal, the target's own host (checked by
+    :func:`check_target`), or a host listed in ``allow_hosts``. Any other name —
+    ``localhost`` included when the target is not ``localhost`` — is refused with
+    :class:`~perfnb.errors.TargetError` naming the host and what is accepted, so a
+    redirect or an absolute URL cannot take a run anywhere else.
+
+    >>> check_host("127.0.0.2", check_target("http://127.0.0.1:8000"))
+    >>> check_host("elsewhere.invalid", check_target("http://127.0.0.1:8000"))
+    Traceback (most recent call last):
+    ...
+    perfnb.errors.TargetError: host 'elsewhere.invalid' refused: ...
+    """
+    name = host.lower().strip("[]")
+    if name and (name == target.host or name in target.allowed or _is_loopback(name)):
+        return
+    msg = (
+        f"host {name!r} refused: a run against {target.host!r} only sends to loopback "
+        f"addresses (127.0.0.0/8, ::1), its target's host and hosts listed in allow_hosts "
+        f"(now {list(target.allowed)})"
     )
     raise TargetError(msg)
 
@@ -153,6 +217,13 @@ def build_request(
     >>> build_request("GET", "/x", target=t, run_id="r1").split(b"\\r\\n")[:2]
     [b'GET /x HTTP/1.1', b'Host: 127.0.0.1:8000']
     """
+    if not path.startswith("/") or any(c in path for c in " \r\n"):
+        # an absolute URL here would reach the target as a proxy request for another host
+        msg = (
+            f"request path {path!r}: accepted: a path on the target starting with '/' "
+            "(no scheme, host, spaces or line breaks)"
+        )
+        raise TargetError(msg)
     pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
     for name, value in pairs:
         if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
@@ -204,11 +275,16 @@ class Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self._keep_alive = True
         self._head = False  # the parser in use is a HEAD request's (see _HeadParser)
+        self.raw = b""  # the request in flight (or the last one), as sent
+        self.served = 0  # responses completed on this connection
+        self.answered = False  # whether any byte of the response in flight arrived
 
     # -- the driver's side --------------------------------------------------------
     def send(self, raw: bytes, tag: Any = None) -> None:
         """Write one request; ``on_done`` is called once when it ends."""
         self.tag = tag
+        self.raw = raw
+        self.answered = False
         self.status = 0
         self.response_bytes = 0
         self.ttfb_ns = 0
@@ -254,7 +330,25 @@ class Connection(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    @property
+    def retryable(self) -> bool:
+        """Whether the request that just failed may be sent again on a fresh connection.
+
+        A keep-alive connection the server closed while idle fails the next request
+        before the server read it (the close and the write crossed). Like browsers and
+        mature HTTP clients, such a request is sent once more on a new connection when
+        its method is idempotent, it was on a reused connection and no byte of a reply
+        arrived; it counts as a reconnect, not an error.
+        """
+        return (
+            self.error in ("closed", "reset")
+            and self.served > 0
+            and not self.answered
+            and self.raw.split(b" ", 1)[0] in _IDEMPOTENT
+        )
+
     def data_received(self, data: bytes) -> None:
+        self.answered = True
         if not self.ttfb_ns:
             self.ttfb_ns = _perf_ns()
         try:
@@ -286,6 +380,7 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self._keep_alive = self.parser.should_keep_alive()
+        self.served += 1
         self._finish("", "")
         if not self._keep_alive:
             self.close()
@@ -315,6 +410,7 @@ class _HeadParser:
         conn = self.conn
         conn.status = conn.parser.get_status_code()
         conn._keep_alive = conn.parser.should_keep_alive()
+        conn.served += 1
         # the next response starts afresh: this parser still waits for a body
         conn.parser = httptools.HttpResponseParser(self)
         conn._finish("", "")
@@ -395,6 +491,7 @@ class Client:
         self.timeout = timeout
         self._idle: list[Connection] = []
         self._all: set[Connection] = set()
+        self.reconnects = 0  # requests sent again after a stale keep-alive connection
 
     async def __aenter__(self) -> Client:
         return self
@@ -409,34 +506,19 @@ class Client:
         self._all.clear()
         self._idle.clear()
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        body: bytes = b"",
-    ) -> Response:
-        """Send one request and wait for its whole response."""
-        raw = build_request(
-            method,
-            path,
-            target=self.target,
-            run_id=self.run_id,
-            headers={**self.headers, **(headers or {})},
-            body=body,
-        )
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Connection] = loop.create_future()
+    async def _attempt(
+        self, raw: bytes, started: int, *, fresh: bool = False
+    ) -> Connection | Response:
+        """Send ``raw`` once: the connection it ended on, or the failure to connect."""
+        waiter: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
 
         def done(conn: Connection) -> None:
             fut = conn.tag
             if isinstance(fut, asyncio.Future) and not fut.done():
                 fut.set_result(conn)
 
-        started = _perf_ns()
         conn = None
-        while self._idle:
+        while self._idle and not fresh:
             candidate = self._idle.pop()
             if not candidate.closed:
                 conn = candidate
@@ -464,6 +546,33 @@ class Client:
             self._all.discard(conn)
         elif not conn.closed:
             self._idle.append(conn)
+        return conn
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> Response:
+        """Send one request and wait for its whole response."""
+        raw = build_request(
+            method,
+            path,
+            target=self.target,
+            run_id=self.run_id,
+            headers={**self.headers, **(headers or {})},
+            body=body,
+        )
+        started = _perf_ns()
+        conn: Connection | Response = await self._attempt(raw, started)
+        if isinstance(conn, Connection) and conn.retryable:
+            # the server had closed this idle keep-alive connection: once more, afresh
+            self.reconnects += 1
+            conn = await self._attempt(raw, started, fresh=True)
+        if isinstance(conn, Response):
+            return conn
         return Response(
             status=conn.status,
             headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in conn.headers],

@@ -111,6 +111,7 @@ class RunGuard:
             requests=window.requests,
             errors=window.errors,
             p95_ms=window.p95_ms,
+            inflight=window.inflight,
             target_memory_mb=self.target_memory_mb,
             generator_memory_mb=generator_mb or None,
         )

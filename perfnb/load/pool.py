@@ -23,12 +23,13 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import queue
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
-from multiprocessing.connection import wait as wait_pipes
 from typing import Any
 
 from perfnb.errors import ConfigError
@@ -49,15 +50,27 @@ __all__ = [
 
 #: What the controller does with a worker's report: merge it.
 OnReport = Callable[["WorkerHandle", dict[str, Any]], None]
+#: Where the workers' reader threads leave what they read: (handle, (kind, payload)).
+Inbox = queue.SimpleQueue[tuple["WorkerHandle", tuple[str, Any]]]
+
+#: A worker that said nothing for this long (it reports several times a second) has
+#: failed, whatever its process looks like: the run must not go on blind.
+SILENCE_LIMIT_S = 5.0
 
 
 @dataclass(slots=True)
 class WorkerHandle:
-    """The controller's view of one worker: its pipe, its process and what it said."""
+    """The controller's view of one worker: its pipe, its process and what it said.
+
+    A thread of its own reads the worker's pipe (:meth:`read`) into the shared
+    ``inbox``, so the controller's loop never blocks on a pipe: whatever a worker
+    sends, or fails to send, its ticks, safety checks and stops go on.
+    """
 
     index: int
     pipe: Pipe
     process: Any  # multiprocessing Process or threading.Thread
+    inbox: Inbox
     in_process: bool = False
     ready: bool = False
     final: bool = False
@@ -66,17 +79,46 @@ class WorkerHandle:
     rss_bytes: int = 0
     error: str = ""
     sent_target: float | None = None
-    # the controller's thread and a stop from the caller's thread may both send
+    heard: float = field(default_factory=time.monotonic)  # when it last said something
+    closed: bool = False
+    # the controller's thread, a stop from the caller's thread and the reader all use
+    # the pipe; closing it must not race a send onto a reused descriptor
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, message: tuple[str, object]) -> None:
         """Send ``message``; a worker that is gone is noticed by the controller, not here."""
-        with self.lock, contextlib.suppress(OSError, BrokenPipeError, ValueError):
-            self.pipe.send(message)
+        with self.lock:
+            if self.closed:
+                return
+            with contextlib.suppress(OSError, ValueError):
+                self.pipe.send(message)
 
     def alive(self) -> bool:
         """Whether the process (or thread) still runs."""
         return bool(self.process.is_alive())
+
+    def read(self) -> None:
+        """Read messages into the inbox until the worker's end closes (the reader thread)."""
+        try:
+            while True:
+                try:
+                    message = self.pipe.recv()
+                except EOFError:
+                    self.inbox.put((self, ("gone", "worker ended without a final report")))
+                    return
+                except OSError as exc:
+                    self.inbox.put((self, ("gone", f"the worker's pipe failed: {exc}")))
+                    return
+                except Exception as exc:  # a torn or garbled message: the stream is lost
+                    text = f"unreadable message from the worker ({type(exc).__name__}: {exc})"
+                    self.inbox.put((self, ("error", text[:500])))
+                    return
+                self.inbox.put((self, message))
+        finally:
+            with self.lock:
+                self.closed = True
+                with contextlib.suppress(OSError):
+                    self.pipe.close()
 
 
 def split_target(value: float, n: int, model: str) -> list[float]:
@@ -106,7 +148,8 @@ def worker_count(workers: int | None, scenario: Endpoints | Journey) -> tuple[in
                 pickle.dumps(scenario)
             except (pickle.PicklingError, AttributeError, TypeError):
                 workers = 0
-    if workers < 0:
+    given: object = workers  # typed int, but notebook input may be anything
+    if isinstance(given, bool) or not isinstance(given, int) or workers < 0:
         msg = f"workers={workers!r}: accepted: 0 (a thread in this process) or more processes"
         raise ConfigError(msg)
     if workers == 0:
@@ -117,6 +160,7 @@ def worker_count(workers: int | None, scenario: Endpoints | Journey) -> tuple[in
 def spawn_workers(specs: Sequence[WorkerSpec], *, in_process: bool) -> list[WorkerHandle]:
     """Start one worker per spec and return their handles (they say ``ready`` when set up)."""
     handles: list[WorkerHandle] = []
+    inbox: Inbox = queue.SimpleQueue()
     ctx = multiprocessing.get_context("spawn")
     for spec in specs:
         name = f"perfnb-worker-{spec.index}"
@@ -125,37 +169,69 @@ def spawn_workers(specs: Sequence[WorkerSpec], *, in_process: bool) -> list[Work
             proc: Any = threading.Thread(
                 target=worker_main, args=(spec, child), name=name, daemon=True
             )
+            proc.start()
         else:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=worker_main, args=(spec, child), name=name, daemon=True)
-        proc.start()
-        if not in_process:
+            # Ctrl-C in a terminal goes to the whole process group: a worker started with
+            # SIGINT blocked never sees it before it sets it aside (see worker_main), and
+            # the controller alone stops the run and reports it
+            with _sigint_blocked():
+                proc.start()
             child.close()  # the child's end lives in the child: EOF here when it dies
-        handles.append(WorkerHandle(spec.index, parent, proc, in_process=in_process))
+        handle = WorkerHandle(spec.index, parent, proc, inbox, in_process=in_process)
+        threading.Thread(target=handle.read, name=f"{name}-reader", daemon=True).start()
+        handles.append(handle)
     return handles
 
 
-def receive(handles: Sequence[WorkerHandle], timeout: float, on_report: OnReport) -> None:
-    """Read what the workers sent, waiting at most ``timeout`` seconds for the first message."""
-    by_pipe = {h.pipe: h for h in handles if not h.final}
-    if not by_pipe:
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    # the signal mask is per thread and inherited by a child process
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    except (AttributeError, OSError):  # pragma: no cover - platforms without sigmask
+        yield
         return
-    for pipe in wait_pipes(list(by_pipe), timeout=timeout):
-        handle = by_pipe[pipe]  # type: ignore[index]
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def receive(handles: Sequence[WorkerHandle], timeout: float, on_report: OnReport) -> None:
+    """Handle what the workers sent, waiting at most ``timeout`` seconds for the first message.
+
+    Never blocks longer than ``timeout``: the pipes are read by the handles' own threads.
+    """
+    if not handles:
+        return
+    inbox = handles[0].inbox
+    try:
+        item = inbox.get(timeout=max(0.0, timeout)) if timeout > 0 else inbox.get_nowait()
+    except queue.Empty:
+        return
+    while True:
+        _handle(*item, on_report)
         try:
-            kind, payload = handle.pipe.recv()
-        except (EOFError, OSError):
-            handle.final = True
-            if not handle.error:
-                handle.error = "worker ended without a final report"
-            continue
-        if kind == "ready":
-            handle.ready = True
-        elif kind == "error":
+            item = inbox.get_nowait()
+        except queue.Empty:
+            return
+
+
+def _handle(handle: WorkerHandle, message: tuple[str, Any], on_report: OnReport) -> None:
+    handle.heard = time.monotonic()
+    kind, payload = message
+    if handle.final and kind != "report":
+        return
+    if kind == "ready":
+        handle.ready = True
+    elif kind in ("error", "gone"):
+        if not handle.error:
             handle.error = str(payload)
-            handle.final = True
-        elif kind == "report":
-            on_report(handle, payload)
+        handle.final = True
+    elif kind == "report":
+        on_report(handle, payload)
 
 
 def send_targets(handles: Sequence[WorkerHandle], wanted: float, model: str, *, at_ns: int) -> None:
@@ -172,8 +248,11 @@ def send_targets(handles: Sequence[WorkerHandle], wanted: float, model: str, *, 
 
 
 def first_failed(handles: Sequence[WorkerHandle]) -> WorkerHandle | None:
-    """A worker that failed, ended on its own or died, if any."""
+    """A worker that failed, ended on its own, died or fell silent, if any."""
+    now = time.monotonic()
     for h in handles:
+        if h.ready and not h.final and now - h.heard > SILENCE_LIMIT_S:
+            h.error = h.error or f"the worker sent nothing for {now - h.heard:.1f} s"
         if h.error or h.final or not h.alive():
             return h
     return None
@@ -200,8 +279,7 @@ def stop_workers(
     for h in handles:
         if not h.in_process:
             h.process.join(timeout=1.0)
-        with contextlib.suppress(OSError):
-            h.pipe.close()
+    # the pipes are closed by their reader threads once the workers' ends are gone
     return killed
 
 

@@ -23,7 +23,10 @@ class RouteSummary:
     """One route's figures over the run; latencies in ms.
 
     ``p*_ms`` are measured from the actual send; ``corrected_p*_ms`` (open model
-    only, else equal to the uncorrected figures) from the intended send time.
+    only, else equal to the uncorrected figures) from the intended send time. Both
+    are of the requests that succeeded; failed requests (``errors``, by type in
+    ``error_types``) are timed apart: ``failed_p50_ms`` and ``failed_max_ms`` are
+    how long they took to fail.
     """
 
     route: str
@@ -41,6 +44,8 @@ class RouteSummary:
     corrected_p50_ms: float
     corrected_p95_ms: float
     corrected_p99_ms: float
+    failed_p50_ms: float = 0.0
+    failed_max_ms: float = 0.0
 
     @classmethod
     def empty(cls, route: str, method: str) -> RouteSummary:
@@ -69,6 +74,8 @@ class RouteSummary:
             corrected_p50_ms=c50,
             corrected_p95_ms=c95,
             corrected_p99_ms=c99,
+            failed_p50_ms=cell.failed.percentile(50),
+            failed_max_ms=cell.failed.max_us / 1000.0,
         )
 
     @property
@@ -110,6 +117,7 @@ class RunResult:
     corrected: Histogram
     send_lag: Histogram
     dropped: int
+    reconnects: int
     worker_cpu: list[float]
     generator_memory_mb: float
     target_memory_mb: float | None
@@ -140,6 +148,7 @@ class RunResult:
             "routes": [r.to_json() for r in self.routes],
             "send_lag_p99_ms": self.send_lag_p99_ms,
             "dropped": self.dropped,
+            "reconnects": self.reconnects,
             "worker_cpu": self.worker_cpu,
             "generator_memory_mb": self.generator_memory_mb,
             "target_memory_mb": self.target_memory_mb,
@@ -169,9 +178,18 @@ class RunResult:
                 f"{r.p99_ms:>8.2f} {r.corrected_p50_ms:>8.2f} {r.corrected_p95_ms:>8.2f} "
                 f"{r.corrected_p99_ms:>8.2f} {r.errors:>7}"
             )
+        if self.total.errors:
+            kinds = sorted(self.total.error_types.items(), key=lambda kv: (-kv[1], kv[0]))
+            lines.append(
+                "errors: "
+                + ", ".join(f"{kind} {n}" for kind, n in kinds)
+                + f" (failed after {self.total.failed_p50_ms:.2f} ms median, "
+                f"{self.total.failed_max_ms:.2f} ms at most)"
+            )
         lines.append(f"stop: {self.stop.reason} — {self.stop.message}")
         lines.append(
             f"send lag p99 {self.send_lag_p99_ms:.2f} ms, dropped {self.dropped}, "
+            f"reconnects {self.reconnects}, "
             f"worker CPU {', '.join(f'{c:.0%}' for c in self.worker_cpu)}"
         )
         if not self.reliable:

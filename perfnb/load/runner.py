@@ -387,6 +387,11 @@ class LoadRun:
         total = RouteSummary.of("ALL", "", all_cell, elapsed)
         cpu = cpu_shares(handles)
         reasons = _doubts(tally.send_lag, cpu, killed=killed, in_process=self.in_process)
+        if all_cell.count and not all_cell.latency.count:
+            reasons.append(
+                f"every request failed ({all_cell.count}): there is no latency to report, "
+                "only the errors"
+            )
         self._result = RunResult(
             run_id=self.run_id,
             target=self.target.url,
@@ -403,6 +408,7 @@ class LoadRun:
             corrected=all_cell.corrected,
             send_lag=tally.send_lag,
             dropped=tally.dropped,
+            reconnects=tally.reconnects,
             worker_cpu=cpu,
             generator_memory_mb=sum(h.rss_bytes for h in handles) / 1e6,
             target_memory_mb=self._guard.target_memory_mb,

@@ -61,7 +61,9 @@ class Limits:
 
     - ``max_error_rate``: share of failed requests (0–1) over the last
       ``error_window`` seconds, once at least ``min_requests`` were sent in it;
-    - ``max_p95_ms``: p95 latency over the same window (ms);
+    - ``max_p95_ms``: p95 of request times over the same window (ms): requests that
+      succeeded, failed (their real elapsed time) or are still waiting for a response
+      (their age so far), so a target that stops answering trips it while it hangs;
     - ``max_target_memory_mb``: the app's memory from its feed snapshot (MB);
     - ``max_generator_memory_mb``: the load generator's own memory, all workers (MB);
     - ``max_duration``: seconds after which the run is stopped whatever its shape says;
@@ -103,6 +105,7 @@ class Window:
     requests: int = 0
     errors: int = 0
     p95_ms: float = 0.0
+    inflight: int = 0  # requests still waiting for a response (their ages are in p95_ms)
     target_memory_mb: float | None = None
     generator_memory_mb: float | None = None
 
@@ -171,15 +174,16 @@ class SafetyMonitor:
                 )
         if (
             lim.max_p95_ms is not None
-            and w.requests >= lim.min_requests
+            and w.requests + w.inflight >= lim.min_requests
             and w.p95_ms > lim.max_p95_ms
         ):
             return StopEvent(
                 "p95_latency",
                 f"p95 latency {w.p95_ms:.1f} ms over the last {lim.error_window:g} s "
-                f"exceeded the limit {lim.max_p95_ms:g} ms",
+                f"exceeded the limit {lim.max_p95_ms:g} ms"
+                + (f" ({w.inflight} requests still waiting for a response)" if w.inflight else ""),
                 elapsed,
-                {"p95_ms": w.p95_ms, "max_p95_ms": lim.max_p95_ms},
+                {"p95_ms": w.p95_ms, "max_p95_ms": lim.max_p95_ms, "inflight": float(w.inflight)},
             )
         if (
             lim.max_target_memory_mb is not None

@@ -23,7 +23,13 @@ Detail = tuple[int, str, str, int, int, int, int, str, str, int, str]
 
 @dataclass(slots=True)
 class Cell:
-    """What happened on one route in one second."""
+    """What happened on one route in one second.
+
+    ``latency`` and ``corrected`` hold the requests that succeeded; a failed request
+    (transport error, timeout, HTTP 4xx/5xx) is counted in ``errors`` and its real
+    elapsed time kept apart in ``failed``, so failures never pull the success
+    percentiles down (a refused connection fails in microseconds).
+    """
 
     count: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -31,6 +37,7 @@ class Cell:
     response_bytes: int = 0
     latency: Histogram = field(default_factory=Histogram)
     corrected: Histogram = field(default_factory=Histogram)
+    failed: Histogram = field(default_factory=Histogram)
     # Server-Timing sums (ms) over the ``timed`` responses that carried the header
     timed: int = 0
     server_ms: float = 0.0
@@ -48,6 +55,7 @@ class Cell:
         self.response_bytes += other.response_bytes
         self.latency.merge(other.latency)
         self.corrected.merge(other.corrected)
+        self.failed.merge(other.failed)
         self.timed += other.timed
         self.server_ms += other.server_ms
         self.app_ms += other.app_ms
@@ -87,6 +95,7 @@ class Cell:
             "response_bytes": self.response_bytes,
             "latency": self.latency.to_dict(),
             "corrected": self.corrected.to_dict(),
+            "failed": self.failed.to_dict(),
             "timing": [self.timed, self.server_ms, self.app_ms, self.db_ms, self.timed_latency_ms],
         }
 
@@ -100,6 +109,7 @@ class Cell:
             response_bytes=int(data["response_bytes"]),
             latency=Histogram.from_dict(data["latency"]),
             corrected=Histogram.from_dict(data["corrected"]),
+            failed=Histogram.from_dict(data["failed"]),
             timed=int(data["timing"][0]),
             server_ms=float(data["timing"][1]),
             app_ms=float(data["timing"][2]),
@@ -136,6 +146,7 @@ class Stats:
         self.keep_details = keep_details
         self.send_lag = Histogram()
         self.dropped = 0
+        self.reconnects = 0
         self.total = 0
 
     def add(
@@ -152,7 +163,10 @@ class Stats:
         corrected_us: int,
         server_timing: str,
     ) -> None:
-        """Count one finished request (``corrected_us`` is -1 outside the open model)."""
+        """Count one finished request (``corrected_us`` is -1 outside the open model).
+
+        ``duration_us`` is the request's real elapsed time, failed or not.
+        """
         key = (epoch_us // 1_000_000, route, method)
         cell = self.cells.get(key)
         if cell is None:
@@ -161,13 +175,15 @@ class Stats:
         self.total += 1
         if not error:
             error = classify_status(status)
-        if error:
-            cell.errors[error] = cell.errors.get(error, 0) + 1
         cell.statuses[status] = cell.statuses.get(status, 0) + 1
         cell.response_bytes += response_bytes
-        cell.latency.record(duration_us)
-        if corrected_us >= 0:
-            cell.corrected.record(corrected_us)
+        if error:
+            cell.errors[error] = cell.errors.get(error, 0) + 1
+            cell.failed.record(duration_us)
+        else:
+            cell.latency.record(duration_us)
+            if corrected_us >= 0:
+                cell.corrected.record(corrected_us)
         if server_timing:
             self._add_timing(cell, server_timing, duration_us)
         if self.keep_details:
@@ -205,9 +221,11 @@ class Stats:
             "details": self.details,
             "send_lag": self.send_lag.to_dict(),
             "dropped": self.dropped,
+            "reconnects": self.reconnects,
         }
         self.cells = {}
         self.details = []
         self.send_lag = Histogram()
         self.dropped = 0
+        self.reconnects = 0
         return out

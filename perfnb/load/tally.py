@@ -38,7 +38,10 @@ class Tally:
         self._routes: dict[tuple[str, str], Cell] = {}
         self.send_lag = Histogram()
         self.dropped = 0
+        self.reconnects = 0
         self.journey_errors = 0
+        # each worker's requests still waiting for a response, as of its last report
+        self._inflight: dict[int, Histogram] = {}
 
     def add(self, payload: dict[str, Any]) -> None:
         """Merge one worker report (:meth:`~perfnb.load.stats.Stats.drain` plus its extras)."""
@@ -55,20 +58,39 @@ class Tally:
                     total.merge(cell)
             self.send_lag.merge(Histogram.from_dict(payload["send_lag"]))
             self.dropped += int(payload["dropped"])
+            self.reconnects += int(payload.get("reconnects", 0))
             self.journey_errors += int(payload["journey_errors"])
+            inflight = payload.get("inflight")
+            if inflight is not None:
+                self._inflight[int(payload.get("worker", 0))] = Histogram.from_dict(inflight)
 
     def window(self, seconds: float) -> Window:
-        """Requests, errors and p95 over the last ``seconds`` whole seconds (this one included)."""
+        """Requests, errors and p95 over the last ``seconds`` whole seconds (this one included).
+
+        The p95 is of every request's time: those that succeeded, those that failed
+        (their real elapsed time) and those still waiting for a response (how long
+        they have waited so far), so a target that stops answering shows at once.
+        """
         first = int(self._clock()) - int(seconds) + 1
         requests = errors = 0
-        latency = Histogram()
+        times = Histogram()
         with self._lock:
             for (sec, _, _), cell in self._seconds.items():
                 if sec >= first:
                     requests += cell.count
                     errors += cell.error_count
-                    latency.merge(cell.latency)
-        return Window(requests=requests, errors=errors, p95_ms=latency.percentile(95))
+                    times.merge(cell.latency)
+                    times.merge(cell.failed)
+            inflight = Histogram()
+            for ages in self._inflight.values():
+                inflight.merge(ages)
+        times.merge(inflight)
+        return Window(
+            requests=requests,
+            errors=errors,
+            p95_ms=times.percentile(95),
+            inflight=inflight.count,
+        )
 
     def routes(self) -> dict[tuple[str, str], Cell]:
         """Each (route, method)'s counts over the run so far (copies)."""

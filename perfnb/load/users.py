@@ -11,6 +11,7 @@ shape asked for fewer) lets its request in flight finish, then closes it.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from perfnb.load.engine import Connection, open_connection
@@ -53,6 +54,7 @@ class ClosedUser:
     async def connect(self) -> None:
         worker = self.worker
         while worker.running and not self.retired:
+            started = time.perf_counter_ns()
             try:
                 conn = await open_connection(
                     worker.spec.target, self.on_done, timeout=worker.spec.timeout
@@ -60,7 +62,7 @@ class ClosedUser:
             except (OSError, TimeoutError) as exc:
                 _, route, method = self.peek()
                 kind = "timeout" if isinstance(exc, TimeoutError) else "connect"
-                worker.record_failure(route, method, kind, str(exc)[:200], 0)
+                worker.record_failure(route, method, kind, str(exc)[:200], 0, started)
                 self.failures += 1
                 await asyncio.sleep(min(1.0, 0.01 * 2 ** min(self.failures, 7)))
                 continue
@@ -81,6 +83,14 @@ class ClosedUser:
         conn = self.conn
         if conn is None or not self.worker.running or self.retired:
             return
+        if conn.closed:
+            # the server closed the connection while this user thought: a new one, and
+            # no error, since the request was never sent
+            self.worker.stats.reconnects += 1
+            self.worker.conns.discard(conn)
+            self.conn = None
+            self.worker.spawn(self.connect())
+            return
         raw, route, method = self.peek()
         self.position += 1
         conn.send(raw, (route, method))
@@ -90,6 +100,14 @@ class ClosedUser:
         if not worker.running:
             return
         route, method = conn.tag
+        if conn.retryable and not self.retired:
+            # the server closed the idle connection: the same request again, afresh
+            worker.stats.reconnects += 1
+            worker.conns.discard(conn)
+            self.conn = None
+            self.position -= 1
+            worker.spawn(self.connect())
+            return
         worker.record(conn, route, method, 0)
         if self.retired:
             conn.close()

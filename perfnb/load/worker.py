@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
+import signal
+import threading
 import time
 import traceback
 from collections import deque
@@ -28,6 +31,7 @@ from typing import Any, Literal
 import httpx
 
 from perfnb.load.engine import Connection, Target, build_request, open_connection
+from perfnb.load.histogram import Histogram
 from perfnb.load.scenarios import Endpoints, Journey, Session, make_client
 from perfnb.load.stats import Stats
 from perfnb.load.users import ClosedUser
@@ -130,24 +134,40 @@ class Worker:
         self.last_wall = time.monotonic()
 
     # -- control ------------------------------------------------------------------
-    def on_control(self) -> None:
-        while self.pipe.poll():
+    def listen(self) -> None:
+        """Read the controller's messages (on a thread of its own) and hand them to the loop.
+
+        The pipe is never registered with the event loop: a loop's reader would make
+        it non-blocking (uvloop does), and a report sent into a full non-blocking pipe
+        stops mid-message and corrupts the stream. A thread doing blocking reads keeps
+        the pipe blocking, so every message is whole, and it also hears ``stop`` when
+        the loop is too busy to poll.
+        """
+        while True:
             try:
-                kind, value = self.pipe.recv()
-            except (EOFError, OSError):
-                self.stop("controller gone")
+                message = self.pipe.recv()
+            except Exception:  # EOF, a closed pipe, a garbled message: the controller is gone
+                message = ("stop", "controller gone")
+            try:
+                self.loop.call_soon_threadsafe(self.on_message, message)
+            except RuntimeError:  # the loop has closed: the worker is over
                 return
-            if kind == "stop":
-                self.stop(str(value))
-            elif kind == "target":
-                wanted, at_mono_ns = value
-                self.set_target(float(wanted), at_ns=_from_monotonic(at_mono_ns))
-            elif kind == "schedule":
-                start_mono_ns, length = value
-                start = _from_monotonic(start_mono_ns)
-                self.start_ns = start
-                if length is not None:
-                    self.end_ns = start + float(length) * 1e9
+            if message[0] == "stop":
+                return
+
+    def on_message(self, message: tuple[str, Any]) -> None:
+        kind, value = message
+        if kind == "stop":
+            self.stop(str(value))
+        elif kind == "target":
+            wanted, at_mono_ns = value
+            self.set_target(float(wanted), at_ns=_from_monotonic(at_mono_ns))
+        elif kind == "schedule":
+            start_mono_ns, length = value
+            start = _from_monotonic(start_mono_ns)
+            self.start_ns = start
+            if length is not None:
+                self.end_ns = start + float(length) * 1e9
 
     def set_target(self, value: float, *, at_ns: float | None = None) -> None:
         if not self.running:
@@ -181,6 +201,7 @@ class Worker:
         now_cpu, now_wall = time.process_time(), time.monotonic()
         payload = self.stats.drain()
         payload.update(
+            inflight=self.inflight().to_dict(),
             worker=self.spec.index,
             cpu_s=now_cpu - self.last_cpu,
             wall_s=now_wall - self.last_wall,
@@ -195,8 +216,23 @@ class Worker:
         wall = max(now_wall - self.last_wall, 1e-6)
         self.stats.keep_details = count / wall <= self.spec.detail_rate
         self.last_cpu, self.last_wall = now_cpu, now_wall
-        with contextlib.suppress(OSError, BrokenPipeError):
+        # a blocking send: the message goes whole or, when the controller is gone, not at all
+        with contextlib.suppress(OSError):
             self.pipe.send(("report", payload))
+
+    def inflight(self) -> Histogram:
+        """How long each request still waiting for its response has waited so far (µs).
+
+        A target that stops answering completes no request, so only these ages show
+        it to the latency limit while it hangs.
+        """
+        ages = Histogram()
+        if self.running:
+            now = _perf_ns()
+            for conn in self.conns:
+                if conn.busy:
+                    ages.record((now - conn.start_ns) // 1000)
+        return ages
 
     async def reporter(self) -> None:
         while self.running:
@@ -240,12 +276,24 @@ class Worker:
         )
 
     def record_failure(
-        self, route: str, method: str, error: str, message: str, intended_ns: int
+        self, route: str, method: str, error: str, message: str, intended_ns: int, started_ns: int
     ) -> None:
+        """Count a request that never got a connection, with the time it took to fail."""
         now = _perf_ns()
         corrected = (now - intended_ns) // 1000 if intended_ns else -1
+        elapsed = (now - started_ns) // 1000
         self.stats.add(
-            (now + self.offset_ns) // 1000, route, method, 0, 0, 0, 0, error, message, corrected, ""
+            (started_ns + self.offset_ns) // 1000,
+            route,
+            method,
+            0,
+            elapsed,
+            elapsed,
+            0,
+            error,
+            message,
+            corrected,
+            "",
         )
 
     def next_request(self) -> tuple[bytes, str, str]:
@@ -316,7 +364,11 @@ class Worker:
         self.tick_handle = None
         self.advance(_perf_ns() + 1)
         if self.running and self.rate > 0 and self.next_ns < self.end_ns:
-            delay = max(0.0, (self.next_ns - _perf_ns()) / 1e9)
+            # whole milliseconds, rounded up: uvloop's timers count in ms and fire a
+            # shorter delay at once, which at a high rate would spin the loop (asyncio
+            # rounds its wait up the same way); a send is then at most 1 ms late, and
+            # that lateness is measured as send lag
+            delay = math.ceil(max(0.0, (self.next_ns - _perf_ns()) / 1e6)) / 1e3
             self.tick_handle = self.loop.call_later(delay, self.tick)
 
     def dispatch(self, intended: int, now: int) -> None:
@@ -327,8 +379,11 @@ class Worker:
             self.stats.send_lag.record((now - intended) // 1000)
             self.spawn(self.one_journey())
             return
-        if self.idle:
+        while self.idle:
             conn = self.idle.pop()
+            if conn.closed:  # the server closed it while it was idle
+                self.conns.discard(conn)
+                continue
             self.stats.send_lag.record((_perf_ns() - intended) // 1000)
             self.send_open(conn, intended)
             return
@@ -343,18 +398,23 @@ class Worker:
         raw, route, method = self.next_request()
         conn.send(raw, (route, method, intended))
 
-    async def open_one(self) -> None:
+    async def open_one(self, retry: tuple[bytes, Any] | None = None) -> None:
+        """Open a connection for the pending sends (or to send ``retry`` once more)."""
         self.opening += 1
+        started = _perf_ns()
         try:
             conn = await open_connection(
                 self.spec.target, self.on_open_done, timeout=self.spec.timeout
             )
         except (OSError, TimeoutError) as exc:
-            if self.pending and self.running:
+            kind = "timeout" if isinstance(exc, TimeoutError) else "connect"
+            if retry is not None and self.running:
+                route, method, intended = retry[1]
+                self.record_failure(route, method, kind, str(exc)[:200], intended, started)
+            elif self.pending and self.running:
                 intended = self.pending.popleft()
                 _, route, method = self.next_request()
-                kind = "timeout" if isinstance(exc, TimeoutError) else "connect"
-                self.record_failure(route, method, kind, str(exc)[:200], intended)
+                self.record_failure(route, method, kind, str(exc)[:200], intended, started)
                 await asyncio.sleep(0.01)  # a refused port must not become a busy loop
             return
         finally:
@@ -363,7 +423,10 @@ class Worker:
             conn.close()
             return
         self.conns.add(conn)
-        self.release(conn)
+        if retry is not None:
+            conn.send(*retry)
+        else:
+            self.release(conn)
 
     def release(self, conn: Connection) -> None:
         if self.pending:
@@ -374,6 +437,11 @@ class Worker:
     def on_open_done(self, conn: Connection) -> None:
         route, method, intended = conn.tag
         if not self.running:
+            return
+        if conn.retryable:
+            self.stats.reconnects += 1
+            self.conns.discard(conn)
+            self.spawn(self.open_one(retry=(conn.raw, conn.tag)))
             return
         self.record(conn, route, method, intended)
         if conn.closed:
@@ -418,13 +486,14 @@ class Worker:
 
     # -- main ---------------------------------------------------------------------
     async def run(self) -> None:
-        self.loop.add_reader(self.pipe.fileno(), self.on_control)
+        listener = threading.Thread(
+            target=self.listen, name=f"perfnb-worker-{self.spec.index}-pipe", daemon=True
+        )
+        listener.start()
         reporter = self.loop.create_task(self.reporter())
         probe = self.loop.create_task(self.probe()) if self.spec.model == "closed" else None
         self.pipe.send(("ready", self.spec.index))
-        self.on_control()
         await self.finished.wait()
-        self.loop.remove_reader(self.pipe.fileno())
         for task in (reporter, probe):
             if task is not None:
                 task.cancel()
@@ -440,6 +509,12 @@ async def run_worker(spec: WorkerSpec, pipe: Pipe) -> None:
 
 def worker_main(spec: WorkerSpec, pipe: Pipe) -> None:
     """The entry point of a worker process (or thread): run, report errors, return."""
+    if threading.current_thread() is threading.main_thread():
+        # a worker process: Ctrl-C in a terminal reaches the whole process group, and the
+        # controller alone answers it (it stops the workers and reports the run). The
+        # controller started this process with SIGINT blocked, so none arrived before now.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
         if spec.use_uvloop:
             try:

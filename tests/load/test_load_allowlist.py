@@ -277,12 +277,17 @@ def test_make_client_checks_against_the_workers_target(app_url: str, audit: _Net
     _assert_never_left(audit.stop())
 
 
-def test_engine_client_only_ever_connects_to_its_target(app_url: str, audit: _NetAudit) -> None:
-    # the lean client writes the path into its request line and always connects to
-    # the checked target's address: an absolute URL there is never resolved
-    async def main() -> int:
+def test_engine_client_refuses_an_absolute_url_before_sending(
+    app_url: str, audit: _NetAudit
+) -> None:
+    # the lean client writes the path into its request line and always connects to the
+    # checked target's address; an absolute URL there would reach the target as a proxy
+    # request for another host, so it is refused before anything is sent
+    async def main() -> None:
         async with Client(app_url, run_id="r1", timeout=2.0) as client:
-            return (await client.request("GET", "http://elsewhere.invalid/")).status
+            with pytest.raises(TargetError, match=r"elsewhere\.invalid"):
+                await client.request("GET", "http://elsewhere.invalid/")
+            assert (await client.request("GET", "/")).status == 200
 
-    assert asyncio.run(main()) == 200
+    asyncio.run(main())
     _assert_never_left(audit.stop())
