@@ -15,11 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-# Debian packages the browser tests need (headless Chromium); skipped when present.
+# Debian packages the tests need: headless Chromium (browser tests) and nginx (a fast
+# load target perfnb did not write); skipped when present.
 sysdeps:
-	@command -v chromium >/dev/null 2>&1 || { \
-		echo "installing Debian chromium (browser tests)"; \
-		apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 && { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || { \
+		echo "installing Debian chromium and nginx (browser and load tests)"; \
+		apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium nginx >/dev/null; }
 
 demo: setup
 	$(BIN)/perfnb demo --store data

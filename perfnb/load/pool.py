@@ -99,12 +99,19 @@ class WorkerHandle:
 
     def read(self) -> None:
         """Read messages into the inbox until the worker's end closes (the reader thread)."""
+        started = False  # whether the worker said it was ready (seen on this thread)
         try:
             while True:
                 try:
                     message = self.pipe.recv()
                 except EOFError:
-                    self.inbox.put((self, ("gone", "worker ended without a final report")))
+                    text = "worker ended without a final report"
+                    if not started:
+                        text = (
+                            "worker process ended while starting (its error is printed above; "
+                            'a script that starts a run needs `if __name__ == "__main__":`)'
+                        )
+                    self.inbox.put((self, ("gone", text)))
                     return
                 except OSError as exc:
                     self.inbox.put((self, ("gone", f"the worker's pipe failed: {exc}")))
@@ -113,6 +120,7 @@ class WorkerHandle:
                     text = f"unreadable message from the worker ({type(exc).__name__}: {exc})"
                     self.inbox.put((self, ("error", text[:500])))
                     return
+                started = started or message[0] == "ready"
                 self.inbox.put((self, message))
         finally:
             with self.lock:

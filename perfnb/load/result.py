@@ -108,6 +108,7 @@ class RunResult:
     scenario: str
     workers: int
     started: float  # epoch seconds
+    stopped_at: float  # epoch seconds: when the controller told the workers to stop
     elapsed_s: float
     stop: StopEvent
     breaches: list[StopEvent]
@@ -141,6 +142,7 @@ class RunResult:
             "scenario": self.scenario,
             "workers": self.workers,
             "started": self.started,
+            "stopped_at": self.stopped_at,
             "elapsed_s": round(self.elapsed_s, 3),
             "stop": self.stop.to_json(),
             "breaches": [b.to_json() for b in self.breaches],

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import multiprocessing
 import threading
 import time
 import uuid
@@ -145,6 +146,7 @@ class LoadRun:
         self._tally = Tally()
         self._current = 0.0
         self._started = 0.0
+        self._stopped_at = 0.0
         self._t0 = 0.0
         self.sink_errors = 0
         self._writer: Any = None
@@ -154,6 +156,14 @@ class LoadRun:
         """Start the run on a background thread and return at once."""
         if self._thread is not None:
             msg = f"run {self.run_id} was already started; create a new LoadRun"
+            raise ConfigError(msg)
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            # a worker process starts by importing the caller's script; a script that
+            # starts its run at import would start it again in every worker
+            msg = (
+                "a load run was started while a worker process imported the script that "
+                'starts it: put the script\'s run under `if __name__ == "__main__":`'
+            )
             raise ConfigError(msg)
         self._thread = threading.Thread(
             target=self._control, name=f"perfnb-{self.run_id}", daemon=True
@@ -326,6 +336,7 @@ class LoadRun:
         finally:
             assert stop is not None or self._error is not None
             final_stop = stop or StopEvent("worker_failed", "unknown", self._elapsed())
+            self._stopped_at = time.time()
             killed = stop_workers(
                 handles, final_stop.reason, grace=_STOP_GRACE_S, on_report=self._merge
             )
@@ -399,6 +410,7 @@ class LoadRun:
             scenario=self.name,
             workers=self.n_workers,
             started=self._started,
+            stopped_at=self._stopped_at,
             elapsed_s=stop.elapsed,
             stop=stop,
             breaches=self._guard.breaches,
