@@ -51,7 +51,7 @@ def test_ctrl_c_in_a_terminal_stops_the_run_without_worker_tracebacks(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         wait_for(lambda: len(target.log) > 50, timeout=60, what="load to reach the target")
