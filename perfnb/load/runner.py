@@ -206,6 +206,8 @@ class LoadRun:
             "target": self._current,
             "requests": total.count,
             "errors": total.error_count,
+            "error_types": dict(total.errors),
+            "reconnects": self._tally.reconnects,
             "window_requests": window.requests,
             "window_errors": window.errors,
             "window_p95_ms": window.p95_ms,

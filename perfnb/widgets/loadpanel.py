@@ -301,6 +301,8 @@ class LoadTestPanel(ChartWidget):
             "rate": round(rate, 1),
             "requests": int(snap["requests"]),
             "errors": int(snap["errors"]),
+            "error_types": _kinds(snap.get("error_types", {})),
+            "reconnects": int(snap.get("reconnects", 0)),
             "p95_ms": round(float(snap["window_p95_ms"]), 2),
             "target": snap["target"],
             "model": snap["model"],
@@ -319,6 +321,7 @@ class LoadTestPanel(ChartWidget):
                 "p95_ms": round(r.p95_ms, 2),
                 "p99_ms": round(r.p99_ms, 2),
                 "errors": r.errors,
+                "error_types": _kinds(r.error_types),
                 **_bottleneck_cells(b, f"{r.method} {r.route}".strip()),
             }
             for r in [*result.routes, result.total]
@@ -328,6 +331,7 @@ class LoadTestPanel(ChartWidget):
             "stop_reason": result.stop.reason,
             "stop_message": result.stop.message,
             "elapsed_s": round(result.elapsed_s, 2),
+            "reconnects": result.reconnects,
             "reliable": result.reliable,
             "unreliable_reasons": list(result.unreliable_reasons),
             "rows": rows,
@@ -411,3 +415,9 @@ def _bottleneck_cells(b: Bottleneck | None, route: str) -> dict[str, str]:
         "degrades_at": f"{level:g} {b.unit}" + (" (first)" if route == b.route else ""),
         "time_in": b.causes.get(route, ""),
     }
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    """Error counts by type, most first: ``"connect 12, http_5xx 3"`` ("" when none)."""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{kind} {n}" for kind, n in ranked)

@@ -67,3 +67,27 @@ def test_stop_buttons_do_nothing_without_a_run() -> None:
     panel._handle_custom_msg({"type": "action", "action": "emergency_stop"}, [])
     assert panel.status == "idle"
     assert panel.summary_html() == "<p>no run yet</p>"
+
+
+@pytest.mark.slow
+def test_error_types_show_live_and_in_the_summary() -> None:
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    panel = LoadTestPanel(
+        f"http://127.0.0.1:{port}",
+        preset="high_user_load",
+        users=2,
+        duration=1.0,
+        think_time=0.05,
+        max_error_rate=0.0,
+    )
+    panel.start()
+    result = panel.wait(timeout=60)
+    assert result is not None
+    assert panel.progress["error_types"].startswith("connect ")
+    total = panel.summary["rows"][-1]
+    assert total["error_types"] == f"connect {total['errors']}"
+    assert "reconnects" in panel.summary

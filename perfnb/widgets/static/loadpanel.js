@@ -98,7 +98,8 @@ function render({ model, el }) {
     bar.value = total ? (p.elapsed_s || 0) / total : 0;
     figures.textContent =
       `elapsed ${fmt(p.elapsed_s, 1)} s · remaining ${fmt(p.remaining_s, 1)} s · ` +
-      `${fmt(p.rate, 1)} req/s · ${p.requests || 0} requests · ${p.errors || 0} errors · ` +
+      `${fmt(p.rate, 1)} req/s · ${p.requests || 0} requests · ${p.errors || 0} errors` +
+      `${p.error_types ? ` (${p.error_types})` : ""} · ${p.reconnects || 0} reconnects · ` +
       `p95 ${fmt(p.p95_ms, 1)} ms · measurement: ${p.reliability || "–"}`;
     error.textContent = model.get("error");
     const s = model.get("summary") || {};
@@ -115,7 +116,7 @@ function render({ model, el }) {
     );
     const reliable = s.reliable ? "reliable" : `unreliable: ${s.unreliable_reasons.join("; ")}`;
     result.replaceChildren(
-      h("div", { "data-stop-reason": s.stop_reason }, h("b", {}, `stopped: ${s.stop_reason}`), ` — ${s.stop_message} after ${s.elapsed_s} s (${reliable})`),
+      h("div", { "data-stop-reason": s.stop_reason }, h("b", {}, `stopped: ${s.stop_reason}`), ` — ${s.stop_message} after ${s.elapsed_s} s, ${s.reconnects || 0} reconnects (${reliable})`),
       table,
     );
   };
