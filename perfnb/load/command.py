@@ -12,7 +12,9 @@ While the run goes, the command follows the app's perfnb feed when it has one
 (``PERFNB_TOKEN`` if the app wants a token; ``--no-feed`` not to), so the time
 split also covers rates above the engine's per-request record rate.
 Exit status: 0 when the run completed, 3 when a safety limit or an interrupt
-stopped it, 2 for a refused target or a wrong option.
+stopped it, 2 for a refused target or a wrong option. Every option and the
+configuration file are checked before the first request: a wrong one is refused
+on one line that names it, its value and what is accepted, and nothing is sent.
 
 >>> parse_duration("90s"), parse_duration("2m"), parse_duration("1500ms")
 (90.0, 120.0, 1.5)
@@ -29,13 +31,14 @@ import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from perfnb.errors import ConfigError, PerfnbError
 from perfnb.load.config import LoadConfig, load_config
 from perfnb.load.engine import RUN_HEADER, Target, check_target
 from perfnb.load.levels import LevelRecorder
-from perfnb.load.presets import PRESETS, build_preset
+from perfnb.load.presets import PRESETS, build_preset, check_preset, param_problem
 from perfnb.load.runner import run_load
 from perfnb.load.safety import Limits
 
@@ -43,6 +46,8 @@ __all__ = ["drop_run_data", "main_load", "parse_duration"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# the run id goes into a header and a URL path as it is
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 
 
 def parse_duration(text: str) -> float:
@@ -54,8 +59,15 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # one line like every other refusal (main_load prints it), not usage text
+        msg = f"{message} (perfnb load --help lists the options)"
+        raise ConfigError(msg)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="perfnb load", description="Put a loopback app under load.")
+    p = _Parser(prog="perfnb load", description="Put a loopback app under load.")
     p.add_argument("--target", required=True, help="base URL, e.g. http://127.0.0.1:8000")
     p.add_argument("--preset", help=f"one of: {', '.join(sorted(PRESETS))}")
     p.add_argument("--users", type=int, help="concurrent users (closed model)")
@@ -127,7 +139,11 @@ def _open_store(folder: str) -> Any:
     except ImportError as exc:  # pragma: no cover - the store lands in the same release
         msg = f"--store {folder!r}: the perfnb store is not available ({exc})"
         raise ConfigError(msg) from None
-    return Store(folder)
+    try:
+        return Store(folder)
+    except OSError as exc:
+        msg = f"--store {folder!r}: cannot open a store folder there ({exc.strerror or exc})"
+        raise ConfigError(msg) from None
 
 
 def drop_run_data(target: Target, run_id: str) -> None:
@@ -146,33 +162,74 @@ def drop_run_data(target: Target, run_id: str) -> None:
         pass
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The checked input of one ``perfnb load``."""
+
+    target: Target
+    preset: str
+    overrides: dict[str, Any]
+    limits: Limits
+    run_id: str
+    store: Any
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    """Check every option and the configuration; nothing is sent to the target here."""
+    target = check_target(args.target, allow_hosts=args.allow_host, allow_option="--allow-host")
+    if args.workers is not None and args.workers < 0:
+        msg = f"--workers {args.workers}: accepted: 0 (a thread in this process) or more processes"
+        raise ConfigError(msg)
+    if args.run_id is not None and not _RUN_ID.match(args.run_id):
+        msg = (
+            f"--run-id {args.run_id!r}: accepted: up to 100 letters, digits, '.', '_', ':' "
+            "or '-', starting with a letter or digit"
+        )
+        raise ConfigError(msg)
+    if args.users is not None and args.rate is not None:
+        msg = (
+            f"--users {args.users} and --rate {args.rate}: accepted: one of them "
+            "(--users runs the closed model, --rate the open one)"
+        )
+        raise ConfigError(msg)
+    config: LoadConfig | None = load_config(args.config) if args.config else None
+    preset = args.preset or (config.scenario if config else None)
+    if preset is None:
+        msg = f"give --preset (one of {', '.join(sorted(PRESETS))}) or --config FILE.json"
+        raise ConfigError(msg)
+    overrides: dict[str, Any] = dict(config.parameters) if config else {}
+    for flag, name, value in (("--users", "users", args.users), ("--rate", "rate", args.rate)):
+        if value is None:
+            continue
+        problem = param_problem(name, value)
+        if problem is not None:
+            msg = f"{flag} {value}: accepted: {problem}"
+            raise ConfigError(msg)
+        overrides[name] = value
+    if args.users is not None:
+        overrides.pop("rate", None)  # the flag asks for the closed model over the file's rate
+    if args.duration is not None:
+        overrides["duration"] = parse_duration(args.duration)
+    check_preset(preset, overrides=overrides)
+    return _Plan(
+        target=target,
+        preset=preset,
+        overrides=overrides,
+        limits=config.limits if config else Limits(),
+        run_id=args.run_id or f"load-{uuid.uuid4().hex[:12]}",
+        store=_open_store(args.store) if args.store else None,
+    )
+
+
 def main_load(argv: list[str]) -> int:
     """The ``perfnb load`` command; returns the exit status."""
-    args = _parser().parse_args(argv)
     try:
-        target = check_target(args.target, allow_hosts=args.allow_host)
-        config: LoadConfig | None = load_config(args.config) if args.config else None
-        preset = args.preset or (config.scenario if config else None)
-        if preset is None:
-            msg = f"give --preset (one of {', '.join(sorted(PRESETS))}) or --config FILE.json"
-            raise ConfigError(msg)
-        overrides: dict[str, Any] = dict(config.parameters) if config else {}
-        if args.users is not None:
-            if args.users < 1:
-                msg = f"--users {args.users}: accepted: at least 1"
-                raise ConfigError(msg)
-            overrides["users"] = args.users
-        if args.rate is not None:
-            if not args.rate > 0:
-                msg = f"--rate {args.rate}: accepted: a positive number per second"
-                raise ConfigError(msg)
-            overrides["rate"] = args.rate
-        if args.duration is not None:
-            overrides["duration"] = parse_duration(args.duration)
-        run_id = args.run_id or f"load-{uuid.uuid4().hex[:12]}"
-        limits = config.limits if config else Limits()
-        scenario, shape, _ = build_preset(preset, target, run_id=run_id, overrides=overrides)
-        store = _open_store(args.store) if args.store else None
+        args = _parser().parse_args(argv)
+        plan = _plan(args)
+        target, run_id = plan.target, plan.run_id
+        scenario, shape, _ = build_preset(
+            plan.preset, target, run_id=run_id, overrides=plan.overrides
+        )
         levels = LevelRecorder(run_id=run_id)
         with _app_records(target, levels, follow=not args.no_feed):
             result = run_load(
@@ -181,14 +238,15 @@ def main_load(argv: list[str]) -> int:
                 shape,
                 run_id=run_id,
                 workers=args.workers,
-                limits=limits,
-                store=store,
+                limits=plan.limits,
+                store=plan.store,
                 sink=levels,
-                name=preset,
+                name=plan.preset,
             )
         result.bottleneck = levels.bottleneck(shape=shape)
     except PerfnbError as exc:
-        print(f"perfnb load: {exc}", file=sys.stderr)
+        text = " ".join(str(exc).splitlines())  # one line, whatever a message holds
+        print(f"perfnb load: {text}", file=sys.stderr)
         return 2
     if not args.keep_run_data:
         drop_run_data(target, result.run_id)

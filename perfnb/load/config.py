@@ -12,8 +12,11 @@ Both shapes are accepted as written::
      "safety_limits": {"max_memory_mb": 100, "max_error_rate": 0.05, "emergency_stop": True}}
 
 In the JSON form times are milliseconds (as in the document); in the Python form
-seconds. A field that is not known gets a :class:`~perfnb.errors.ConfigError`
-naming it, its value and what is accepted.
+seconds. A field that is not known, or a value that does not fit its field (not a
+number, ``true`` for a number, ``NaN`` or ``Infinity``, below its range), gets a
+:class:`~perfnb.errors.ConfigError` naming the field, its value and what is
+accepted. A file that is not UTF-8 JSON, is larger than 1 MiB or nests deeper than
+32 levels is refused the same way, with the place of the fault.
 
 >>> cfg = parse_config({"scenario": "high_user_load",
 ...                     "parameters": {"concurrentUsers": 10, "duration": 60000},
@@ -24,14 +27,17 @@ naming it, its value and what is accepted.
 
 from __future__ import annotations
 
+import codecs
 import json
+import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from perfnb.errors import ConfigError
-from perfnb.load.presets import PRESETS
+from perfnb.load.presets import PRESETS, param_problem
 from perfnb.load.safety import Limits
 
 __all__ = ["LoadConfig", "load_config", "parse_config"]
@@ -93,6 +99,13 @@ _LIMITS: Final[dict[str, tuple[str, Callable[[float], float]]]] = {
 _BOOL_LIMITS: Final = {"emergencyStop": "emergency_stop", "emergency_stop": "emergency_stop"}
 _TOP: Final = ("scenario", "parameters", "safetyLimits", "safety_limits")
 
+# a configuration is two levels deep; the bounds keep a hostile file from costing much
+_MAX_BYTES: Final = 1 << 20
+_MAX_DEPTH: Final = 32
+_MAX_DIGITS: Final = 40
+_STRING: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET: Final = re.compile(r"[^\[\]{}]+")
+
 
 @dataclass(frozen=True, slots=True)
 class LoadConfig:
@@ -103,21 +116,36 @@ class LoadConfig:
     limits: Limits = field(default_factory=Limits)
 
 
-def _fail(where: str, value: object, accepted: str) -> ConfigError:
+def _shown(value: object) -> str:
     shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return ConfigError(f"{where}: got {shown}; accepted: {accepted}")
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _field(prefix: str, name: object) -> str:
+    """``field 'prefix.name'``, the name escaped and cut short as a message needs."""
+    text = repr(name)[1:-1] if isinstance(name, str) else repr(name)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"field '{prefix}{text}'"
+
+
+def _fail(where: str, value: object, accepted: str) -> ConfigError:
+    return ConfigError(f"{where}: got {_shown(value)}; accepted: {accepted}")
 
 
 def _number(where: str, value: object, kind: type) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(where, value, "a number")
-    if kind is int and (not float(value).is_integer()):
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise _fail(where, value, "a finite number")
+    if kind is int and not number.is_integer():
         raise _fail(where, value, "a whole number")
-    if value < 0:
+    if number < 0:
         raise _fail(where, value, "a number ≥ 0")
-    return float(value)
+    return number
 
 
 def parse_config(data: Mapping[str, Any]) -> LoadConfig:
@@ -128,7 +156,8 @@ def parse_config(data: Mapping[str, Any]) -> LoadConfig:
         )
     for key in data:
         if key not in _TOP:
-            raise _fail(f"field {key!r}", data[key], f"top-level fields {', '.join(_TOP)}")
+            where = _field("", key)
+            raise _fail(where, data[key], f"top-level fields {', '.join(_TOP)}")
     scenario = data.get("scenario")
     if not isinstance(scenario, str):
         raise _fail("field 'scenario'", scenario, f"one of {', '.join(sorted(PRESETS))}")
@@ -141,24 +170,29 @@ def parse_config(data: Mapping[str, Any]) -> LoadConfig:
     json_form = "safetyLimits" in data or any(k in _JSON_ONLY for k in raw_params)
     params: dict[str, Any] = {}
     for key, value in raw_params.items():
+        where = _field("parameters.", key)
         if key not in _PARAMS:
-            raise _fail(f"field 'parameters.{key}'", value, ", ".join(sorted(_PARAMS)))
+            raise _fail(where, value, ", ".join(sorted(_PARAMS)))
         canonical, convert, kind = _PARAMS[key]
-        number = _number(f"field 'parameters.{key}'", value, kind)
+        if canonical in params:
+            given = next(k for k in raw_params if _PARAMS.get(k, ("",))[0] == canonical)
+            raise _fail(where, value, f"one field for {canonical} ({given!r} gives it already)")
+        number = _number(where, value, kind)
         if key == "duration":
             number = number / 1000.0 if json_form else number  # the document's ms
-            if number <= 0:
-                raise _fail(f"field 'parameters.{key}'", value, "a positive duration")
         else:
             number = convert(number)
+        problem = param_problem(canonical, number)
+        if problem is not None:
+            raise _fail(where, value, problem)
         params[canonical] = int(number) if kind is int else number
-    if "users" in params and params["users"] < 1:
-        raise _fail("field 'parameters.users'", params["users"], "at least 1 user")
     limits = _parse_limits(data)
     return LoadConfig(scenario=name, parameters=params, limits=limits)
 
 
 def _parse_limits(data: Mapping[str, Any]) -> Limits:
+    if "safetyLimits" in data and "safety_limits" in data:
+        raise _fail("field 'safety_limits'", data["safety_limits"], "one of it and 'safetyLimits'")
     key = "safetyLimits" if "safetyLimits" in data else "safety_limits"
     raw = data.get(key, {})
     if not isinstance(raw, Mapping):
@@ -166,13 +200,15 @@ def _parse_limits(data: Mapping[str, Any]) -> Limits:
     values: dict[str, Any] = {}
     accepted = ", ".join(sorted([*_LIMITS, *_BOOL_LIMITS]))
     for name, value in raw.items():
-        where = f"field '{key}.{name}'"
+        where = _field(f"{key}.", name)
         if name in _BOOL_LIMITS:
             if not isinstance(value, bool):
                 raise _fail(where, value, "true or false")
             values[_BOOL_LIMITS[name]] = value
         elif name in _LIMITS:
             target, convert = _LIMITS[name]
+            if target in values:
+                raise _fail(where, value, f"one field for {target} (another gives it already)")
             values[target] = None if value is None else convert(_number(where, value, float))
         else:
             raise _fail(where, value, accepted)
@@ -182,15 +218,68 @@ def _parse_limits(data: Mapping[str, Any]) -> Limits:
         raise ConfigError(f"field {key!r}: {exc}") from None
 
 
+def _depth(text: str) -> int:
+    """How deep arrays and objects nest in JSON ``text`` (brackets in strings ignored)."""
+    depth = deepest = 0
+    for bracket in _NOT_BRACKET.sub("", _STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def load_config(path: str | Path) -> LoadConfig:
-    """Read and check a JSON configuration file."""
+    """Read and check a JSON configuration file (UTF-8, a byte order mark allowed).
+
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+    ...     _ = f.write('{"scenario": "api_stress",\\n "parameters": {"users": 5,}}')
+    >>> load_config(f.name)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    perfnb.errors.ConfigError: config file '...' is not valid JSON: ... at line 2, column 28
+    >>> os.remove(f.name)
+    """
     file = Path(path)
+    name = str(file)
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        with file.open("rb") as stream:
+            raw = stream.read(_MAX_BYTES + 1)
     except OSError as exc:
-        msg = f"config file {str(file)!r} cannot be read: {exc.strerror}"
+        msg = f"config file {name!r} cannot be read: {exc.strerror or exc}"
         raise ConfigError(msg) from None
+    if len(raw) > _MAX_BYTES:
+        msg = f"config file {name!r} is larger than 1 MiB; accepted: a JSON configuration"
+        raise ConfigError(msg)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + (len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0)
+        msg = (
+            f"config file {name!r} is not UTF-8 text (byte 0x{raw[offset]:02x} at offset {offset})"
+        )
+        raise ConfigError(msg) from None
+    if _depth(text) > _MAX_DEPTH:
+        msg = (
+            f"config file {name!r}: nested deeper than {_MAX_DEPTH} levels; accepted: "
+            "an object of 'scenario', 'parameters' and 'safetyLimits'"
+        )
+        raise ConfigError(msg)
+
+    def whole(digits: str) -> int:
+        if len(digits.lstrip("-")) > _MAX_DIGITS:
+            msg = (
+                f"config file {name!r}: a number of {len(digits)} digits; accepted: "
+                f"numbers of at most {_MAX_DIGITS} digits"
+            )
+            raise ConfigError(msg)
+        return int(digits)
+
+    try:
+        data = json.loads(text, parse_int=whole)
     except json.JSONDecodeError as exc:
-        msg = f"config file {str(file)!r} is not valid JSON: {exc}"
+        msg = (
+            f"config file {name!r} is not valid JSON: {exc.msg} "
+            f"at line {exc.lineno}, column {exc.colno}"
+        )
         raise ConfigError(msg) from None
     return parse_config(data)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -41,7 +42,16 @@ from perfnb.load.engine import RUN_HEADER, Target
 from perfnb.load.scenarios import Endpoint, Endpoints, Journey, JourneyFunc, Session
 from perfnb.load.shapes import ConstantRate, Shape, Users
 
-__all__ = ["DEMO", "PRESETS", "AppMapping", "Params", "Preset", "build_preset"]
+__all__ = [
+    "DEMO",
+    "PRESETS",
+    "AppMapping",
+    "Params",
+    "Preset",
+    "build_preset",
+    "check_preset",
+    "param_problem",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +158,103 @@ PRESETS: Final[dict[str, Preset]] = {
 
 
 def _preset_name(name: str) -> str:
-    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    given: object = name  # typed str, but configuration input may be anything
+    key = name.strip().lower().replace("-", "_").replace(" ", "_") if isinstance(given, str) else ""
     if key not in PRESETS:
         msg = f"preset {name!r} is unknown; accepted: {', '.join(sorted(PRESETS))}"
         raise ConfigError(msg)
     return key
+
+
+# parameter -> (whole numbers only, lowest value, lowest value itself refused)
+_RULES: Final[dict[str, tuple[bool, float, bool]]] = {
+    "users": (True, 1, False),
+    "duration": (False, 0, True),
+    "ramp_up": (False, 0, False),
+    "rate": (False, 0, True),
+    "calls_per_user": (True, 1, False),
+    "think_time": (False, 0, False),
+    "payload_size": (True, 0, False),
+    "bulk_size": (True, 1, False),
+    "latency_ms": (False, 0, False),
+    "bandwidth_kbps": (False, 0, True),
+}
+
+
+def param_problem(name: str, value: object) -> str | None:
+    """What parameter ``name`` accepts when ``value`` does not fit it, else ``None``.
+
+    Numbers only (``True`` is not one), finite, whole where a count is meant, and
+    within the parameter's range.
+
+    >>> param_problem("users", 0), param_problem("rate", float("inf")), param_problem("rate", 5)
+    ('a whole number ≥ 1', 'a finite number > 0', None)
+    """
+    whole, lowest, strict = _RULES[name]
+    bound = f"{'>' if strict else '≥'} {int(lowest)}"
+    accepted = f"a whole number {bound}" if whole else f"a finite number {bound}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return accepted
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        return accepted
+    if not math.isfinite(number) or (whole and not number.is_integer()):
+        return accepted
+    if number < lowest or (strict and number == lowest):
+        return accepted
+    return None
+
+
+def _check_params(p: Params) -> None:
+    for name in _RULES:
+        value = getattr(p, name)
+        if name == "rate" and value is None:
+            continue  # no rate: the closed model
+        problem = param_problem(name, value)
+        if problem is not None:
+            msg = f"preset parameter {name}={value!r}: accepted: {problem}"
+            raise ConfigError(msg)
+    mapping: object = p.mapping
+    if not isinstance(mapping, AppMapping):
+        msg = f"preset parameter mapping={mapping!r}: accepted: an AppMapping"
+        raise ConfigError(msg)
+
+
+def check_preset(
+    name: str, *, params: Params | None = None, overrides: dict[str, Any] | None = None
+) -> tuple[str, Params, Shape]:
+    """Check preset ``name`` with ``overrides`` without any request: its key, parameters, shape.
+
+    :func:`build_preset` starts with this; a command checks its whole input with it
+    before the first request (API Stress sets itself up with requests). Raises
+    :class:`~perfnb.errors.ConfigError` naming the parameter, its value and what is
+    accepted.
+
+    >>> key, p, shape = check_preset("API-Stress", overrides={"rate": 50.0, "duration": 10})
+    >>> key, shape.model, p.rate
+    ('api_stress', 'open', 50.0)
+    >>> check_preset("api_stress", overrides={"rate": float("nan")})
+    Traceback (most recent call last):
+    ...
+    perfnb.errors.ConfigError: preset parameter rate=nan: accepted: a finite number > 0
+    """
+    key = _preset_name(name)
+    base = params or Params()
+    values = {**PRESETS[key].defaults, **(overrides or {})}
+    known = set(Params.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        msg = f"preset parameter(s) {unknown} unknown; accepted: {', '.join(sorted(known))}"
+        raise ConfigError(msg)
+    p = replace(base, **values)
+    _check_params(p)
+    shape: Shape
+    if p.rate is not None:
+        shape = ConstantRate(p.rate, duration=p.duration)
+    else:
+        shape = Users(p.users, duration=p.duration, ramp_up=p.ramp_up)
+    return key, p, shape
 
 
 # -- journey steps ------------------------------------------------------------------
@@ -276,6 +378,15 @@ _JOURNEYS: Final[dict[str, JourneyFunc]] = {
 
 
 # -- API stress: set up once, then fixed requests on the lean engine ----------------
+def _created_id(response: httpx.Response) -> object:
+    """The ``id`` of what a setup request created; 1 when the app answers otherwise."""
+    try:
+        body = response.json()
+    except ValueError:  # not JSON: an app that does not fit the mapping
+        return 1
+    return body.get("id", 1) if isinstance(body, dict) else 1
+
+
 def api_stress_endpoints(
     target: Target, *, run_id: str, mapping: AppMapping = DEMO, payload_size: int = 200
 ) -> Endpoints:
@@ -285,15 +396,15 @@ def api_stress_endpoints(
     with httpx.Client(base_url=target.url, headers=headers, timeout=10.0, trust_env=False) as c:
         try:
             signup = c.post(m.signup, json={"name": "api-stress"})
+            if signup.status_code >= 400:
+                msg = f"API stress setup: POST {m.signup} answered {signup.status_code}"
+                raise TargetError(msg)
+            cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
+            card = _created_id(c.post(m.items, json={"title": "stress", "body": "s"}))
+            convo = _created_id(c.post(m.conversations, json={"title": "stress"}))
         except httpx.HTTPError as exc:
-            msg = f"target {target.url}: cannot set up API stress ({exc})"
+            msg = f"target {target.url}: cannot set up API stress ({type(exc).__name__}: {exc})"
             raise TargetError(msg) from None
-        if signup.status_code >= 400:
-            msg = f"API stress setup: POST {m.signup} answered {signup.status_code}"
-            raise TargetError(msg)
-        cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
-        card = c.post(m.items, json={"title": "stress", "body": "s"}).json().get("id", 1)
-        convo = c.post(m.conversations, json={"title": "stress"}).json().get("id", 1)
     js = (("Content-Type", "application/json"),)
     body = json.dumps({"title": "stress", "body": "x" * max(0, min(payload_size, 4000))}).encode()
     endpoints = [
@@ -335,20 +446,7 @@ def build_preset(
     >>> shape.tick(1.0), p.users
     (3.0, 3)
     """
-    key = _preset_name(name)
-    base = params or Params()
-    values = {**PRESETS[key].defaults, **(overrides or {})}
-    known = set(Params.__dataclass_fields__)
-    unknown = sorted(set(values) - known)
-    if unknown:
-        msg = f"preset parameter(s) {unknown} unknown; accepted: {', '.join(sorted(known))}"
-        raise ConfigError(msg)
-    p = replace(base, **values)
-    shape: Shape
-    if p.rate is not None:
-        shape = ConstantRate(p.rate, duration=p.duration)
-    else:
-        shape = Users(p.users, duration=p.duration, ramp_up=p.ramp_up)
+    key, p, shape = check_preset(name, params=params, overrides=overrides)
     if key == "api_stress":
         scenario: Endpoints | Journey = replace(
             api_stress_endpoints(
