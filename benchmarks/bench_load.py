@@ -5,7 +5,8 @@ perfnb's engine (one worker process), aiohttp, Locust's FastHttpUser (headless)
 and wrk. The figure is requests per CPU-second *of the generator* (its own
 process CPU time, user + system). Then, at one connection, the latency the
 client adds: perfnb's p50 minus wrk's p50 against the same server. Last, the
-open model at 2,000 requests/s on one worker: how closely it holds the rate.
+open model at 2,000 requests/s on one worker, with uvloop and with asyncio in
+alternating rounds: how closely it holds the rate and how much of a core it burns.
 
 The target is Debian's nginx serving a tiny static answer from a temp dir; when
 nginx is missing, a uvicorn + httptools raw ASGI app stands in (and says so).
@@ -253,8 +254,9 @@ def _available(name: str) -> str:
     return ""
 
 
-def _open_model(url: str) -> tuple[float, float, float, bool]:
-    """(worst interior second's error vs the rate, overall error, send lag p99, reliable)."""
+def _open_model(url: str, *, use_uvloop: bool) -> tuple[float, float, float, bool, float]:
+    """(worst interior second's error vs the rate, overall error, send lag p99, reliable,
+    the worker's CPU share of a core)."""
     from perfnb.load import ConstantRate, Endpoint, Endpoints, run_load
     from perfnb.schema import Record
 
@@ -265,6 +267,7 @@ def _open_model(url: str) -> tuple[float, float, float, bool]:
         ConstantRate(OPEN_RATE, duration=OPEN_SECONDS),
         workers=1,
         sink=records.append,
+        use_uvloop=use_uvloop,
     )
     per_second: Counter[float] = Counter()
     for r in records:
@@ -273,7 +276,7 @@ def _open_model(url: str) -> tuple[float, float, float, bool]:
     interior = [per_second[s] for s in sorted(per_second)[1:-1]]
     worst = max(abs(c - OPEN_RATE) / OPEN_RATE for c in interior) if interior else float("nan")
     overall = abs(statistics.mean(interior) - OPEN_RATE) / OPEN_RATE if interior else float("nan")
-    return worst, overall, result.send_lag_p99_ms, result.reliable
+    return worst, overall, result.send_lag_p99_ms, result.reliable, result.worker_cpu[0]
 
 
 def main() -> None:
@@ -333,12 +336,30 @@ def main() -> None:
         else:
             print(" (wrk missing: no comparison)")
 
-        worst, overall, lag99, reliable = _open_model(url)
+        # the open model on each event loop, in alternating rounds
+        loops = {"uvloop": True, "asyncio": False}
+        runs: dict[str, list[tuple[float, float, float, bool, float]]] = {n: [] for n in loops}
+        for _ in range(ROUNDS):
+            for name, use_uvloop in loops.items():
+                runs[name].append(_open_model(url, use_uvloop=use_uvloop))
         print(
-            f"\nopen model {OPEN_RATE:,.0f}/s on one worker: mean of interior seconds off by "
-            f"{overall:.2%}, worst second {worst:.2%} (target ±1%: "
-            f"{'met' if overall <= 0.01 else 'NOT met'}); send lag p99 {lag99:.2f} ms; "
-            f"reliable={reliable}"
+            f"\nopen model {OPEN_RATE:,.0f}/s on one worker, {OPEN_SECONDS:g} s x {ROUNDS} rounds:"
+        )
+        print(f"{'loop':<8} {'mean off':>9} {'worst s':>8} {'lag p99':>9} {'CPU/core':>9} reliable")
+        for name, rows in runs.items():
+            worst = statistics.median(r[0] for r in rows)
+            overall = statistics.median(r[1] for r in rows)
+            lag99 = statistics.median(r[2] for r in rows)
+            cpu = statistics.median(r[4] for r in rows)
+            print(
+                f"{name:<8} {overall:>9.2%} {worst:>8.2%} {lag99:>7.2f}ms {cpu:>9.2f} "
+                f"{sum(r[3] for r in rows)}/{len(rows)}"
+            )
+        cpus = {name: statistics.median(r[4] for r in rows) for name, rows in runs.items()}
+        print(
+            "targets: rate within ±1% (mean of interior seconds); ≤ 0.2 of a core with either "
+            f"loop: {'met' if max(cpus.values()) <= 0.2 else 'NOT met'} "
+            f"(uvloop {cpus['uvloop']:.2f}, asyncio {cpus['asyncio']:.2f})"
         )
     print(f"(machine: {os.cpu_count()} cores, shared; figures are medians of {ROUNDS} rounds)")
 
