@@ -398,6 +398,7 @@ def main_impact(argv: list[str]) -> int:
         if args.preset and args.path:
             msg = "give --preset or --path, not both"
             raise ConfigError(msg)
+        target = check_target(args.target, allow_hosts=args.allow_host, allow_option="--allow-host")
         if args.preset:
             what = args.preset
         elif args.path:
@@ -406,7 +407,7 @@ def main_impact(argv: list[str]) -> int:
             msg = f"give --preset (one of {', '.join(sorted(PRESETS))}) or --path /some/path"
             raise ConfigError(msg)
         result = measure_impact(
-            args.target,
+            target,
             preset_or_scenario=what,
             rounds=args.rounds,
             seconds=args.seconds,

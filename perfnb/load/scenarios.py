@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -204,9 +205,13 @@ class Session:
         recorder: Recorder,
         think_time: float = 0.0,
         user: int = 0,
+        inflight: dict[object, int] | None = None,
     ) -> None:
         self.client = client
         self.recorder = recorder
+        # requests waiting for their response, by a token of each: when each started
+        # (perf_counter ns); the worker reads their ages for the latency limit
+        self.inflight: dict[object, int] = {} if inflight is None else inflight
         self.think_time = think_time
         self.user = user
         self.data: dict[str, Any] = {}  # per-user state a journey keeps between steps
@@ -226,9 +231,11 @@ class Session:
         route = route or normalise_route(path)
         epoch = time.time_ns() // 1000
         start = time.perf_counter_ns()
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
+        token = object()
+        self.inflight[token] = start
         try:
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
             response = await self.client.request(method, path, **kw)
             if self.bytes_per_s:
                 await asyncio.sleep(len(response.content) / self.bytes_per_s)
@@ -242,6 +249,8 @@ class Session:
             error = "refused_host"
             self.recorder(epoch, route, method, 0, spent, spent, 0, error, str(exc)[:200], -1, "")
             raise
+        finally:
+            self.inflight.pop(token, None)
         spent = (time.perf_counter_ns() - start) // 1000
         elapsed = response.elapsed.total_seconds() if response.is_closed else 0.0
         ttfb = min(spent, int(elapsed * 1e6)) if elapsed else spent
@@ -332,15 +341,24 @@ class AllowListTransport(httpx.AsyncBaseTransport):
 
 
 def make_client(
-    target: Target, *, run_id: str, timeout: float, headers: Iterable[tuple[str, str]] = ()
+    target: Target,
+    *,
+    run_id: str,
+    timeout: float,
+    headers: Iterable[tuple[str, str]] = (),
+    ssl_context: ssl.SSLContext | None = None,
 ) -> httpx.AsyncClient:
     """The httpx client a journey's session sends with.
 
     The run header is set, environment proxies are ignored, and every request and
     redirect hop is held to the run's allow-list (:class:`AllowListTransport`).
+    A worker passes one ``ssl_context`` to all its clients: building one loads the
+    CA certificates (milliseconds), which at hundreds of journeys a second would
+    take the worker's whole loop.
     """
     # the transport an AsyncClient would build itself, with trust_env=False
-    inner = httpx.AsyncHTTPTransport(trust_env=False)
+    verify: ssl.SSLContext | bool = True if ssl_context is None else ssl_context
+    inner = httpx.AsyncHTTPTransport(trust_env=False, verify=verify)
     return httpx.AsyncClient(
         base_url=target.url,
         headers={RUN_HEADER: run_id, **dict(headers)},

@@ -128,7 +128,11 @@ class ClosedUser:
         assert isinstance(scenario, Journey)
         async with worker.journey_client() as client:
             session = Session(
-                client, recorder=worker.stats.add, think_time=scenario.think_time, user=self.number
+                client,
+                recorder=worker.stats.add,
+                think_time=scenario.think_time,
+                user=self.number,
+                inflight=worker.journey_requests,
             )
             session.data.update(scenario.params)
             failures = 0

@@ -20,6 +20,7 @@ import contextlib
 import math
 import os
 import signal
+import ssl
 import threading
 import time
 import traceback
@@ -125,6 +126,8 @@ class Worker:
         self.opening = 0
         self.position = 0
         self.inflight_journeys = 0
+        self.journey_requests: dict[object, int] = {}  # journeys' requests in flight: start ns
+        self._ssl: ssl.SSLContext | None = None  # shared by every journey's client
         scenario = spec.scenario
         self.requests: list[tuple[bytes, str, str]] = []
         if isinstance(scenario, Endpoints):
@@ -240,6 +243,8 @@ class Worker:
             for conn in self.conns:
                 if conn.busy:
                     ages.record((now - conn.start_ns) // 1000)
+            for start in list(self.journey_requests.values()):
+                ages.record((now - start) // 1000)
         return ages
 
     async def reporter(self) -> None:
@@ -467,11 +472,14 @@ class Worker:
         """A fresh client for one journey of the run's scenario (its run id, headers, timeout)."""
         scenario = self.spec.scenario
         assert isinstance(scenario, Journey)
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
         return make_client(
             self.spec.target,
             run_id=self.spec.run_id,
             timeout=scenario.timeout,
             headers=scenario.headers,
+            ssl_context=self._ssl,
         )
 
     async def one_journey(self) -> None:
@@ -480,7 +488,12 @@ class Worker:
         self.inflight_journeys += 1
         try:
             async with self.journey_client() as client:
-                session = Session(client, recorder=self.stats.add, think_time=scenario.think_time)
+                session = Session(
+                    client,
+                    recorder=self.stats.add,
+                    think_time=scenario.think_time,
+                    inflight=self.journey_requests,
+                )
                 session.data.update(scenario.params)
                 await scenario.func(session)
         except asyncio.CancelledError:

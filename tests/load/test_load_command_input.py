@@ -293,3 +293,12 @@ def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_perfnb_impact_names_its_own_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    from perfnb.load.impact import main_impact
+
+    assert main_impact(["--target", "http://192.0.2.1:8000", "--path", "/"]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-host" in err
+    assert "allow_hosts" not in err

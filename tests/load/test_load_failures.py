@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from perfnb.load import ConstantRate, Endpoint, Endpoints, Limits, Users, run_load
+from perfnb.load import (
+    ConstantRate,
+    Endpoint,
+    Endpoints,
+    Journey,
+    Limits,
+    Session,
+    Users,
+    run_load,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -127,10 +136,20 @@ async def one_answer_per_connection(
         await server.read_request(reader)
 
 
+async def one_get(session: Session) -> None:
+    """A journey of one request."""
+    await session.get("/")
+
+
 @pytest.mark.parametrize("raw_server", [answer_until_hang], indirect=True)
 @pytest.mark.parametrize("use_uvloop", LOOPS)
+@pytest.mark.parametrize(
+    "scenario",
+    [Endpoints([Endpoint("GET", "/")]), Journey(one_get, timeout=30)],
+    ids=["endpoints", "journey"],
+)
 def test_a_hanging_target_trips_the_latency_limit_while_it_hangs(
-    raw_server: RawServer, use_uvloop: bool
+    raw_server: RawServer, use_uvloop: bool, scenario: Endpoints | Journey
 ) -> None:
     hang_at = 2.0
     window = 5.0
@@ -139,7 +158,7 @@ def test_a_hanging_target_trips_the_latency_limit_while_it_hangs(
     try:
         result = run_load(
             raw_server.url,
-            Endpoints([Endpoint("GET", "/")]),
+            scenario,
             ConstantRate(200, duration=25),
             workers=1,
             limits=Limits(max_p95_ms=100, error_window=window),
