@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl
 
 from perfnb.errors import ConfigError
 from perfnb.server.auth import PROXY_HEADERS
-from perfnb.server.sse import KEEPALIVE, AsyncWaiter, Cursor, ThreadWaiter
+from perfnb.server.sse import KEEPALIVE, AsyncWaiter, Cursor, StreamCursor, ThreadWaiter
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, MutableMapping
@@ -79,7 +79,7 @@ class ReadBody(NamedTuple):
 class OpenStream(NamedTuple):
     """Answer with the SSE stream that ``cursor`` produces."""
 
-    cursor: Cursor
+    cursor: StreamCursor
 
 
 @dataclass(slots=True)
@@ -150,6 +150,10 @@ def dispatch(monitor: Monitor, request: Request) -> Reply | ReadBody | OpenStrea
             return _method_not_allowed(b"GET")
         last_id = _header(request, b"last-event-id") or request.query.get("last_event_id")
         since = request.query.get("since", "oldest")
+        if monitor.fleet is not None:
+            from perfnb.server.fleetfeed import FleetCursor
+
+            return OpenStream(FleetCursor(monitor, last_event_id=last_id, since=since))
         return OpenStream(Cursor(monitor, last_event_id=last_id, since=since))
     if sub == "/control":
         if method in ("GET", "HEAD"):
@@ -202,6 +206,7 @@ def _control(monitor: Monitor, body: bytes) -> Reply:
         monitor.configure(**changes)
     except ConfigError as exc:
         return _reply(400, {"error": str(exc)})
+    monitor.publish_control()
     return _reply(200, monitor.state())
 
 
@@ -281,7 +286,9 @@ async def _read_asgi_body(receive: Receive, limit: int, declared: bytes | None) 
             return b"".join(chunks)
 
 
-async def _stream_asgi(monitor: Monitor, cursor: Cursor, receive: Receive, send: Send) -> None:
+async def _stream_asgi(
+    monitor: Monitor, cursor: StreamCursor, receive: Receive, send: Send
+) -> None:
 
     limits = monitor.limits
     waiter = AsyncWaiter()
@@ -300,9 +307,11 @@ async def _stream_asgi(monitor: Monitor, cursor: Cursor, receive: Receive, send:
     monitor._add_waiter(waiter)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.stream_seconds
+    poll = cursor.poll_seconds
     try:
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         await send({"type": "http.response.body", "body": cursor.opening(), "more_body": True})
+        last_sent = loop.time()
         while not gone.is_set() and not monitor.closed:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -310,6 +319,7 @@ async def _stream_asgi(monitor: Monitor, cursor: Cursor, receive: Receive, send:
             chunk = cursor.pull()
             if chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                last_sent = loop.time()
                 continue
             waiter.event.clear()
             waiter.armed = True
@@ -318,14 +328,15 @@ async def _stream_asgi(monitor: Monitor, cursor: Cursor, receive: Receive, send:
             if cursor.pending() or gone.is_set() or monitor.closed:
                 waiter.armed = False
                 continue
+            wait = min(limits.keepalive_seconds, remaining)
             try:
-                await asyncio.wait_for(
-                    waiter.event.wait(), timeout=min(limits.keepalive_seconds, remaining)
-                )
+                await asyncio.wait_for(waiter.event.wait(), timeout=wait if poll is None else poll)
             except TimeoutError:
                 waiter.armed = False
-                if deadline - loop.time() > 0:
+                now = loop.time()
+                if deadline - now > 0 and now - last_sent >= limits.keepalive_seconds - 1e-3:
                     await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+                    last_sent = now
                 continue
             if limits.linger_seconds > 0 and not gone.is_set() and not monitor.closed:
                 await asyncio.sleep(limits.linger_seconds)
@@ -404,7 +415,7 @@ def _read_wsgi_body(environ: dict[str, Any], limit: int) -> bytes | None:
     return None if len(data) > limit else data
 
 
-def _stream_wsgi(monitor: Monitor, cursor: Cursor) -> Iterator[bytes]:
+def _stream_wsgi(monitor: Monitor, cursor: StreamCursor) -> Iterator[bytes]:
 
     limits = monitor.limits
     waiter = ThreadWaiter()
@@ -420,6 +431,11 @@ def _stream_wsgi(monitor: Monitor, cursor: Cursor) -> Iterator[bytes]:
             if chunk:
                 yield chunk
                 continue
+            if cursor.poll_seconds is not None:
+                # A fleet's stream ends once caught up: a WSGI worker (a sync one serves
+                # one request at a time) is never held by a feed; the consumer comes
+                # back after the ``retry`` hint with its Last-Event-ID.
+                break
             waiter.event.clear()
             waiter.armed = True
             if cursor.pending() or monitor.closed:

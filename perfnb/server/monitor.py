@@ -32,6 +32,7 @@ import random
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +52,7 @@ from perfnb.server.control import (
     check_kinds,
     check_sample,
 )
+from perfnb.server.fleet import FLEET_ENV, FleetJournal
 from perfnb.server.intake import BeaconIntake
 from perfnb.server.snapshot import Snapshot, build_snapshot
 from perfnb.server.spool import read_spool, write_spool
@@ -100,6 +102,7 @@ class Monitor(BeaconIntake):
         limits: FeedLimits | None = None,
         beacon_limits: _beacon.BeaconLimits | None = None,
         environ: dict[str, str] | None = None,
+        fleet: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(prefix, str) or not prefix.startswith("/"):
             msg = f"prefix: got {prefix!r}; expected a path starting with '/'"
@@ -159,6 +162,18 @@ class Monitor(BeaconIntake):
                 self.load(self.spool)
             except PerfnbError as exc:
                 log.warning("perfnb: spool %s not restored: %s", self.spool, exc)
+        env = os.environ if environ is None else environ
+        folder = fleet if fleet is not None else env.get(FLEET_ENV) or None
+        #: This process's journal in the host's fleet directory (see :mod:`.fleet`), or None.
+        self.fleet: FleetJournal | None = None
+        if folder is not None:
+            self.fleet = FleetJournal(self, folder)
+            self.fleet.start()
+        # A server that forks after the app is built (gunicorn --preload) copies this
+        # monitor into every worker: each child needs an identity, a ring and a journal
+        # of its own, or event ids would name different records in different workers.
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
 
     # -- the hot path -------------------------------------------------------------
 
@@ -348,12 +363,44 @@ class Monitor(BeaconIntake):
             )
             self._choose_put()
 
+    def apply_control(self, doc: dict[str, object]) -> None:
+        """Apply a control document (``enabled``, ``kinds``, ``sample``; any subset) written
+        by another process of the fleet; a bad one is logged and ignored."""
+        changes: dict[str, Any] = {k: doc[k] for k in ("enabled", "kinds", "sample") if k in doc}
+        try:
+            self.configure(**changes)
+        except ConfigError as exc:
+            log.warning("perfnb: fleet control change ignored: %s", exc)
+
+    def publish_control(self) -> None:
+        """Hand the current control state to every process of the fleet (if any)."""
+        if self.fleet is not None:
+            self.fleet.publish_control(self.control.as_json())
+
+    def _forked(self) -> None:
+        """In a forked child: a new identity, an empty ring, no streams, a journal of its own."""
+        self.boot = secrets.token_hex(6)
+        self.buffer = RingBuffer(self.buffer.capacity, realise=self._realise)
+        self._lock = threading.Lock()
+        self._waiters = set()
+        self._choose_put()
+        if self.fleet is not None:
+            self.fleet.after_fork()
+
     def _choose_put(self) -> None:
         self.fast_put = self.buffer.put if self.direct and not self._waiters else None
 
     def state(self) -> dict[str, object]:
         """The document answered by ``GET <prefix>/control``."""
         doc = self.control.as_json()
+        if self.fleet is not None:
+            from perfnb.server.fleet import FleetReader
+
+            doc["fleet"] = {
+                "directory": str(self.fleet.directory),
+                "instance": self.fleet.instance,
+                "instances": [j.describe() for j in FleetReader(self.fleet.directory).journals()],
+            }
         doc.update(
             service=self.service,
             boot=self.boot,
@@ -367,7 +414,13 @@ class Monitor(BeaconIntake):
 
     def snapshot(self, *, route: str | None = None, include_load: bool = False) -> Snapshot:
         """The requirements-shaped snapshot of the recent buffer (see :mod:`.snapshot`)."""
-        recent = self.buffer.latest(self.limits.snapshot_scan)
+        if self.fleet is not None:
+            from perfnb.server.fleet import FleetReader
+
+            self.fleet.flush()  # this process's newest records too
+            recent = FleetReader(self.fleet.directory).tail(self.limits.snapshot_scan)
+        else:
+            recent = self.buffer.latest(self.limits.snapshot_scan)
         return build_snapshot(recent, now=self.clock(), route=route, include_load=include_load)
 
     # -- serving ---------------------------------------------------------------------------
@@ -412,6 +465,8 @@ class Monitor(BeaconIntake):
         for waiter in tuple(self._waiters):
             waiter.armed = True
             waiter.wake()
+        if self.fleet is not None:
+            self.fleet.close()
         if self.spool is not None:
             try:
                 self.save(self.spool)
@@ -447,3 +502,9 @@ class Monitor(BeaconIntake):
         self._count("spool_restored", len(records))
         Path(path).unlink(missing_ok=True)
         return len(records)
+
+
+def _after_fork(ref: weakref.ref[Monitor]) -> None:
+    monitor = ref()
+    if monitor is not None:
+        monitor._forked()

@@ -36,7 +36,7 @@ import contextlib
 import json
 import threading
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from perfnb.schema import record_to_json
 
@@ -47,6 +47,7 @@ __all__ = [
     "KEEPALIVE",
     "AsyncWaiter",
     "Cursor",
+    "StreamCursor",
     "ThreadWaiter",
     "Waiter",
     "event",
@@ -82,10 +83,22 @@ def parse_event_id(value: str | None) -> tuple[str, int] | None:
     return boot, int(seq)
 
 
+class StreamCursor(Protocol):
+    """What a feed stream reads from: one monitor's ring, or a fleet's journals."""
+
+    #: None: records of this process wake the stream; else how often it must look (s).
+    poll_seconds: float | None
+
+    def opening(self) -> bytes: ...
+    def pending(self) -> bool: ...
+    def pull(self) -> bytes: ...
+
+
 class Cursor:
     """One consumer's place in the monitor's buffer, and the events that move it."""
 
     __slots__ = ("_monitor", "after", "previous_boot", "resumed", "sent_records")
+    poll_seconds: float | None = None
 
     def __init__(self, monitor: Monitor, *, last_event_id: str | None, since: str) -> None:
         self._monitor = monitor
