@@ -61,8 +61,10 @@ class FeedLimits:
     #: Seconds between keep-alive comments on an idle stream.
     keepalive_seconds: float = 15.0
     #: A stream ends after this long and the client resumes with ``Last-Event-ID``;
-    #: this bounds how long a graceful server shutdown waits for open streams.
-    stream_seconds: float = 30.0
+    #: this bounds how long a graceful server shutdown waits for open streams (a
+    #: server such as uvicorn waits for open responses before it tells the app it
+    #: stops, so the stream cannot end on the shutdown itself).
+    stream_seconds: float = 5.0
     #: After a wake-up the stream waits this long so records go out in batches.
     linger_seconds: float = 0.05
     #: Largest ``POST <prefix>/control`` body.
