@@ -319,8 +319,7 @@ class FleetReader:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        # where each segment's lines end, so following reads start from there
-        self._scanned: dict[Path, tuple[int, int]] = {}  # path -> (bytes read, last number)
+        self._headers: dict[Path, dict[str, Any]] = {}
 
     def journals(self) -> list[Journal]:
         """The journals present now, oldest process first."""
@@ -360,30 +359,79 @@ class FleetReader:
                 out[str(doc["boot"])] = int(doc["last"])
         return out
 
+    def _header(self, path: Path) -> dict[str, Any] | None:
+        header = self._headers.get(path)
+        if header is None:
+            try:
+                with open(path, "rb") as fh:
+                    doc = json.loads(fh.readline())
+            except (OSError, ValueError):
+                return None
+            if not isinstance(doc, dict) or doc.get("perfnb_journal") != 1:
+                return None
+            header = self._headers[path] = doc
+        return header
+
     def _scan(self, path: Path) -> tuple[dict[str, Any] | None, int, bool]:
-        """A segment's header, the last number it holds, and whether it ends its journal."""
+        """A segment's header, the last number it holds, and whether it ends its journal.
+
+        Reads the header (once) and the segment's last complete line, never the whole
+        segment: a feed opens often, and journals hold up to tens of MB.
+        """
+        header = self._header(path)
+        if header is None:
+            return None, 0, False
+        last = int(header.get("first", 1)) - 1
         try:
             with open(path, "rb") as fh:
-                header_line = fh.readline()
-                header = json.loads(header_line)
-                done, last = self._scanned.get(path, (fh.tell(), int(header.get("first", 1)) - 1))
-                fh.seek(done)
-                ended = False
-                for line in fh:
-                    if not line.endswith(b"\n"):
-                        break  # a line still being written
-                    done += len(line)
-                    number, is_end = _number_of(line)
-                    if is_end:
-                        ended = True
-                    elif number is not None:
-                        last = number
-                self._scanned[path] = (done, last)
-        except (OSError, ValueError):
+                size = fh.seek(0, os.SEEK_END)
+                step = 4096
+                while True:
+                    begin = max(0, size - step)
+                    fh.seek(begin)
+                    lines = fh.read(size - begin).split(b"\n")
+                    # lines[-1] is b"" after a complete line, or a line being written
+                    complete = lines[1:-1] if begin else lines[:-1]
+                    if complete or begin == 0:
+                        break
+                    step *= 4
+        except OSError:
             return None, 0, False
-        if not isinstance(header, dict) or header.get("perfnb_journal") != 1:
-            return None, 0, False
-        return header, last, ended
+        for line in reversed(complete):
+            try:
+                number, is_end = _number_of(line + b"\n")
+            except (ValueError, KeyError, IndexError):
+                continue
+            if is_end:
+                # the end marker names the journal's last number
+                return header, max(last, int(json.loads(line)["end"])), True
+            if number is not None:
+                return header, number, False
+        return header, last, False
+
+    def _seek(self, fh: Any, begin: int, target: int) -> int:
+        """Where the first line numbered ``target`` or later starts (at ``begin`` or after).
+
+        A binary search over the segment's lines (numbers grow along the file), so a
+        resumed stream starts reading where it left off, not at the segment's start.
+        """
+        end = fh.seek(0, os.SEEK_END)
+        low, high = begin, end
+        while high - low > 8192:
+            mid = (low + high) // 2
+            fh.seek(mid)
+            fh.readline()  # the rest of the line mid fell in
+            start = fh.tell()
+            line = fh.readline()
+            if not line.endswith(b"\n"):
+                high = mid
+                continue
+            number, is_end = _number_of(line)
+            if is_end or number is None or number >= target:
+                high = mid
+            else:
+                low = start
+        return low
 
     def read(
         self, journal: Journal, *, after: int, limit: int, at: tuple[Path, int] | None = None
@@ -404,7 +452,13 @@ class FleetReader:
         segments = journal.segments
         if at is not None and at[0] in segments:
             segments = segments[segments.index(at[0]) :]
-        for path in segments:
+        else:
+            at = None
+            # start in the last segment that begins at or before the number wanted
+            starts = [int((self._header(p) or {}).get("first", 1)) for p in segments]
+            index = max((i for i, first in enumerate(starts) if first <= expected), default=0)
+            segments = segments[index:]
+        for order, path in enumerate(segments):
             try:
                 fh = open(path, "rb")  # noqa: SIM115 - closed below
             except OSError:
@@ -414,6 +468,8 @@ class FleetReader:
                 seg_first = int(header.get("first", 1))
                 if at is not None and at[0] == path:
                     fh.seek(at[1])
+                elif order == 0 and expected > seg_first:
+                    fh.seek(self._seek(fh, fh.tell(), expected))
                 elif expected < seg_first:
                     # the segments that held these numbers were removed
                     if batch:
