@@ -20,6 +20,11 @@ Each area ends at the first zero tag or zero type, which is exactly what a proce
 killed half-way through an append leaves; at least :data:`GAP` zero bytes always
 separate the two areas. A row is packed only after the frames it refers to.
 
+A table frame may carry a feed's resume *mark* (see :mod:`perfnb.store.resume`):
+the mark and the records are one frame, committed together. Whoever writes a
+segment's records as Parquet — the writer's converter or :func:`recover` — saves
+its marks before deleting it.
+
 A live segment is held with an exclusive ``flock``; recovery skips segments whose
 lock it cannot take, so a store opened by a second process never replays the log
 of a writer that is still running — nor a sealed segment that a writer's converter
@@ -43,11 +48,13 @@ import pyarrow as pa
 
 from perfnb.errors import StoreError
 from perfnb.store.layout import sort_by_time
+from perfnb.store.resume import Mark, ResumePoints, latest, mark_of
 from perfnb.store.rows import (
     FRAME_TYPES,
     ROW_BYTES,
     ROW_DTYPE,
     ROWS_START,
+    TABLE,
     collect,
     table_from_rows,
 )
@@ -61,6 +68,7 @@ __all__ = [
     "decode_segment",
     "open_for_replay",
     "recover",
+    "segment_marks",
 ]
 
 logger = logging.getLogger("perfnb.store")
@@ -94,7 +102,7 @@ class Segment:
     ``records`` (rows and rows of tables) already.
     """
 
-    __slots__ = ("_fd", "_limit", "back", "front", "last", "map", "path", "table_rows")
+    __slots__ = ("_fd", "_limit", "back", "front", "last", "map", "marks", "path", "table_rows")
 
     def __init__(
         self, directory: Path, name: str, *, size: int = SEGMENT_BYTES, records: int = 2**62
@@ -119,6 +127,8 @@ class Segment:
         self.front = ROWS_START
         #: Rows that came as whole tables (TABLE frames).
         self.table_rows = 0
+        #: The newest resume mark of each feed committed into this segment.
+        self.marks: dict[str, Mark] = {}
         self.back = size
         self.last = 0
         self._update()
@@ -208,6 +218,17 @@ def decode_segment(data: Any, *, rows: int | None = None) -> pa.Table:
     return sort_by_time(table_from_rows(copied, shapes, strings, tags, tables))
 
 
+def segment_marks(data: Any) -> dict[str, Mark]:
+    """The newest resume mark of each feed in a segment (an mmap)."""
+    marks: dict[str, Mark] = {}
+    for kind, _, payload in _frames(data)[0]:
+        if kind == TABLE:
+            mark = mark_of(payload)
+            if mark is not None:
+                marks = latest(marks, mark)
+    return marks
+
+
 def open_for_replay(path: Path) -> int | None:
     """An fd locked exclusively on ``path``, or ``None`` when a live writer holds it."""
     try:
@@ -227,8 +248,9 @@ def recover(directory: Path, write: WriteTable, *, label: str) -> int:
 
     A segment's records go to Parquet files named after the segment, and a day
     whose file already exists is skipped: a writer killed after writing its files
-    but before deleting its segment is replayed without duplicating a row. A
-    segment that cannot be read is logged and left where it is.
+    but before deleting its segment is replayed without duplicating a row. Its
+    resume marks are saved next, then it is deleted. A segment that cannot be
+    read is logged and left where it is.
     """
     if not directory.is_dir():
         return 0
@@ -246,12 +268,15 @@ def recover(directory: Path, write: WriteTable, *, label: str) -> int:
             pending.unlink(missing_ok=True)
             os.close(fd)
     total = segments = 0
+    points = ResumePoints(directory)
     for path in sorted(directory.glob(f"*{SUFFIX}")):
         fd = open_for_replay(path)
         if fd is None:
             continue  # a live writer holds it
         try:
-            total += write(_replay(fd), path.stem)
+            table, marks = _replay(fd)
+            total += write(table, path.stem)
+            points.save(marks)
             path.unlink(missing_ok=True)
             segments += 1
         except (OSError, StoreError, ValueError, pa.ArrowException) as exc:
@@ -268,9 +293,9 @@ def recover(directory: Path, write: WriteTable, *, label: str) -> int:
     return total
 
 
-def _replay(fd: int) -> pa.Table:
+def _replay(fd: int) -> tuple[pa.Table, dict[str, Mark]]:
     size = os.fstat(fd).st_size
     if size == 0:
-        return table_from_rows(np.zeros(0, ROW_DTYPE), {}, [], [])
+        return table_from_rows(np.zeros(0, ROW_DTYPE), {}, [], []), {}
     with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as data:
-        return decode_segment(data)
+        return decode_segment(data), segment_marks(data)

@@ -14,6 +14,9 @@ A sealed segment stays on disk, locked, until its Parquet files exist, so a kill
 at any point loses nothing acknowledged: the next ``Store`` open replays it.
 There is no timer thread: an idle writer keeps its records in the log until the
 next append, ``flush()`` or ``close()``.
+
+:meth:`StoreWriter.commit` is the feed followers' append: a batch and the feed's
+resume mark in one frame (see :mod:`perfnb.store.resume`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from perfnb.errors import RecordError, StoreError
 from perfnb.schema import Record
 from perfnb.store.frames import table_from_frame
 from perfnb.store.parquet import Names
-from perfnb.store.rows import ROW_BYTES, TABLE, Encoder
+from perfnb.store.resume import ResumePoints, marked_payload
+from perfnb.store.rows import ROW_BYTES, TABLE, Encoder, Memory, decode
 from perfnb.store.wal import SEGMENT_BYTES, Segment, SegmentFull, WriteTable, decode_segment
 
 __all__ = ["StoreWriter"]
@@ -46,11 +50,12 @@ logger = logging.getLogger("perfnb.store")
 _DEPTH = 2
 
 
-def _convert(segment: Segment, write: WriteTable) -> int:
-    """Write a sealed segment's records as Parquet, then delete the segment."""
+def _convert(segment: Segment, write: WriteTable, points: ResumePoints) -> int:
+    """Write a sealed segment's records as Parquet, save its resume marks, delete it."""
     table = decode_segment(segment.map, rows=segment.rows)
     if table.num_rows:
         write(table, segment.path.stem)
+    points.save(segment.marks)
     segment.close(delete=True)
     return int(table.num_rows)
 
@@ -62,8 +67,9 @@ class _Converter:
     for the writer to retry; its records stay safe in the log meanwhile.
     """
 
-    def __init__(self, write: WriteTable, *, background: bool) -> None:
+    def __init__(self, write: WriteTable, points: ResumePoints, *, background: bool) -> None:
         self._write = write
+        self._points = points
         self._background = background
         self._queue: queue.Queue[Segment | None] = queue.Queue(maxsize=_DEPTH)
         self._state = threading.Condition()
@@ -92,7 +98,7 @@ class _Converter:
 
     def _convert(self, segment: Segment, *, raise_errors: bool) -> None:
         try:
-            count = _convert(segment, self._write)
+            count = _convert(segment, self._write, self._points)
         except Exception as exc:
             with self._state:
                 self.failed.append(segment)
@@ -125,7 +131,7 @@ class _Converter:
             failed, self.failed = self.failed, []
         for index, segment in enumerate(failed):
             try:
-                self.add(_convert(segment, self._write))
+                self.add(_convert(segment, self._write, self._points))
             except BaseException:
                 with self._state:
                     self.failed[:0] = failed[index:]
@@ -185,7 +191,9 @@ class StoreWriter(Closing):
         self._segment: Segment | None = None
         self._deadline = float("inf")
         self._closed = False
-        self._converter = _Converter(write, background=background)
+        #: Where the feeds recorded through :meth:`commit` stand.
+        self.resume_points = ResumePoints(log_dir)
+        self._converter = _Converter(write, self.resume_points, background=background)
         # An abandoned writer's converter thread ends when the writer is collected.
         weakref.finalize(self, self._converter.stop)
 
@@ -297,6 +305,55 @@ class StoreWriter(Closing):
                 self._seal()
         return rows
 
+    def commit(
+        self, records: Iterable[Mapping[str, Any]], *, key: str, mark: Mapping[str, Any]
+    ) -> int:
+        """Add a feed's batch and its resume ``mark`` as one frame: a kill keeps both or neither.
+
+        ``key`` names the feed; ``mark`` is JSON (the feed's resume token and
+        counts). The mark is stored with ``key`` and ``n`` added, and read back
+        with ``resume_points.get(key)``. Records that fail the schema are left
+        out; returns how many were kept. An empty batch commits the mark alone.
+        """
+        log = Memory()
+        encoder = Encoder()
+        encoder.attach(log)
+        for record in records:
+            log.reserve()
+            try:
+                encoder.put(record, log)
+            except (RecordError, TypeError):
+                continue
+        table = decode(log)
+        rows = int(table.num_rows)
+        with self._lock:
+            if self._closed:
+                self._refuse()
+            points = self.resume_points
+            full = {**mark, "key": key, "n": points.next_n(key)}
+            payload = marked_payload(table, full)
+            for attempt in range(2):
+                segment = self._segment or self._fresh()
+                try:
+                    segment.add_table(TABLE, payload, rows)
+                    break
+                except SegmentFull:
+                    if attempt or not (segment.records or segment.marks):
+                        raise StoreError(
+                            f"a batch of {rows} records does not fit in an empty log segment"
+                        ) from None
+                    self._seal()
+            segment.marks[key] = full
+            points.committed(full)
+            if segment.records >= self._flush_every or self._clock() >= self._deadline:
+                # The batch is committed: a failing conversion must not make the
+                # caller think otherwise (and send it again); the log keeps it.
+                try:
+                    self._seal()
+                except Exception as exc:
+                    logger.error("perfnb store: converting a full log segment failed: %s", exc)
+        return rows
+
     def _fresh(self) -> Segment:
         """A new current segment (sealing a full one first)."""
         if self._segment is not None:
@@ -325,7 +382,7 @@ class StoreWriter(Closing):
         segment, self._segment = self._segment, None
         self._deadline = float("inf")
         if segment is not None:
-            if segment.records:
+            if segment.records or segment.marks:
                 self._converter.submit(segment)
             else:
                 segment.close(delete=True)
