@@ -31,6 +31,8 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from benchmarks.bench_middleware import run_batch
+
 BATCH = 4000
 ROUNDS = 8
 
@@ -47,34 +49,9 @@ def _app(fleet: str | None) -> Any:
     )
 
 
-def _scope(path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
-
-
-async def _receive() -> dict[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-async def _send(message: dict[str, Any]) -> None:
-    return None
-
-
 async def _batch(app: Any, n: int) -> None:
     for i in range(n):
-        await app(_scope(f"/hello/{i}"), _receive, _send)
+        await run_batch(app, f"/hello/{i}", 1)
 
 
 def _timed(app: Any, *, read: bool) -> tuple[float, float]:

@@ -13,16 +13,13 @@ import doctest
 import importlib
 import json
 import math
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
-from load_target import TargetApp, wait_for
+from load_target import TargetApp, served
 
 from perfnb.errors import ConfigError, TargetError
 from perfnb.load.command import main_load
@@ -34,30 +31,17 @@ from perfnb.load.scenarios import Endpoint, Endpoints
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[TargetApp]:
+def one_app() -> Iterator[TargetApp]:
     """One target app for the module (as conftest's ``target``): refusals leave it idle."""
-    app = TargetApp()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", http="httptools", loop="asyncio")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=20, what="uvicorn to start")
-    app.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    try:
+    with served(TargetApp()) as app:
         yield app
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture
-def target(served: TargetApp) -> TargetApp:
+def target(one_app: TargetApp) -> TargetApp:
     """The module's target app with an empty request log."""
-    served.log.clear()
-    return served
+    one_app.log.clear()
+    return one_app
 
 
 def _config(body: str) -> bytes:
