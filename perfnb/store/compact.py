@@ -22,7 +22,7 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -34,7 +34,14 @@ from perfnb.errors import StoreError
 from perfnb.store.layout import from_disk, sort_by_time, table_schema
 from perfnb.store.parquet import write_atomic
 
-__all__ = ["INTENT", "CompactResult", "compact_day", "day_files", "finish_interrupted"]
+__all__ = [
+    "INTENT",
+    "CompactResult",
+    "compact_day",
+    "day_files",
+    "finish_interrupted",
+    "vanished",
+]
 
 INTENT = "_compact.json"
 
@@ -62,19 +69,35 @@ def _read_intent(fs: pafs.FileSystem, path: str) -> dict[str, object] | None:
 
 def day_files(fs: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
     """The data files of one day directory, leaving out files a compaction replaced."""
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
-    except OSError:
-        return []
-    files = [i for i in infos if i.base_name.endswith(".parquet") and i.base_name[0] not in "._"]
-    if any(i.base_name == INTENT for i in infos):
-        intent = _read_intent(fs, f"{directory}/{INTENT}")
-        names = {i.base_name for i in files}
-        if intent and intent.get("target") in names:
-            sources = intent.get("sources")
-            replaced = set(sources) if isinstance(sources, list) else set()
-            files = [i for i in files if i.base_name not in replaced]
+    for attempt in range(2):
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+        except OSError:
+            return []
+        files = [
+            i for i in infos if i.base_name.endswith(".parquet") and i.base_name[0] not in "._"
+        ]
+        if any(i.base_name == INTENT for i in infos):
+            path = f"{directory}/{INTENT}"
+            intent = _read_intent(fs, path)
+            gone = intent is None and fs.get_file_info(path).type == pafs.FileType.NotFound
+            if gone and not attempt:
+                continue  # the compaction finished since the listing: list again
+            names = {i.base_name for i in files}
+            if intent and intent.get("target") in names:
+                sources = intent.get("sources")
+                replaced = set(sources) if isinstance(sources, list) else set()
+                files = [i for i in files if i.base_name not in replaced]
+        break
     return sorted(files, key=lambda i: i.base_name)
+
+
+def vanished(fs: pafs.FileSystem, paths: Sequence[str]) -> bool:
+    """Whether any of ``paths`` (listed a moment ago) is gone: a compaction or retention ran."""
+    try:
+        return any(i.type == pafs.FileType.NotFound for i in fs.get_file_info(list(paths)))
+    except OSError:
+        return False
 
 
 def writer_alive(intent: Mapping[str, object]) -> bool:

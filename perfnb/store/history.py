@@ -29,9 +29,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from perfnb.errors import StoreError
-from perfnb.store.compact import day_files
+from perfnb.store.compact import day_files, vanished
 from perfnb.store.merging import MEMORY_NAMES, merge, select
+from perfnb.store.objects import days_with_files, is_object_store
 from perfnb.store.parquet import day_dir
+from perfnb.store.retention import retiring_days
 from perfnb.store.summaries import (
     SUMMARY_FILE,
     DaySummary,
@@ -57,6 +59,12 @@ logger = logging.getLogger("perfnb.store")
 _CACHED_DAYS: Final = 400
 #: Threads reading the days of a multi-day read.
 _READERS: Final = 4
+#: Reads of a day's detail, listing it again after a file vanished under the read.
+_ATTEMPTS: Final = 5
+
+
+class _Vanished(Exception):
+    """A file listed a moment ago is gone: the day is checked again."""
 
 
 @dataclass
@@ -87,6 +95,8 @@ class Days:
 
     def summary_days(self) -> list[date]:
         """Days that have a stored summary."""
+        if is_object_store(self.fs):  # one listing rather than a request per day
+            return days_with_files(self.fs, f"{self.root}/daily", name=SUMMARY_FILE)
         selector = pafs.FileSelector(f"{self.root}/daily", allow_not_found=True)
         out = []
         for info in self.fs.get_file_info(selector):
@@ -128,14 +138,19 @@ class Days:
         hit = self._cache.get(path)
         if hit is not None and hit[0] == stamp and (hit[2] is not None or not rows):
             return hit[1], hit[2]
-        if rows:
-            table, sources = read_summary(self.fs, path)
-            self._unindexed.add(day)
-        else:
-            table, found = None, read_sources(self.fs, path)
-            if found is None:
-                return None, None
-            sources = found
+        try:
+            if rows:
+                table, sources = read_summary(self.fs, path)
+                self._unindexed.add(day)
+            else:
+                table, found = None, read_sources(self.fs, path)
+                if found is None:
+                    return None, None
+                sources = found
+        except StoreError:
+            if self._stamp(day) is None:
+                return None, None  # retention deleted it since the stat
+            raise
         self._remember(day, stamp, sources, table)
         return sources, table
 
@@ -205,9 +220,31 @@ class Days:
 
     def _build(self, day: date) -> tuple[pa.Table, list[SourceFile]]:
         directory = self.detail_dir(day)
-        sources = list_sources(self.fs, directory)
-        detail = read_detail(self.fs, directory, [s.name for s in sources], self.known)
+        for attempt in range(_ATTEMPTS):
+            infos = day_files(self.fs, directory)
+            try:
+                sources = list_sources(self.fs, directory, infos)
+                detail = read_detail(self.fs, directory, [s.name for s in sources], self.known)
+            except (OSError, StoreError, pa.ArrowException):
+                # A compaction or retention removed a file since the listing: list again.
+                if attempt + 1 < _ATTEMPTS and vanished(self.fs, [i.path for i in infos]):
+                    continue
+                raise
+            break
         return build_summary(detail), sources
+
+    def _settled(self, day: date, sources: Sequence[SourceFile]) -> bool:
+        """Whether a summary built from ``sources`` may be stored by a read or a close.
+
+        Only while the day's detail is still those files and no retention is deleting
+        it: a summary built from the part of a day retention has not yet deleted
+        would count too few records and outlive the detail.
+        """
+        now = {(i.base_name, i.size) for i in day_files(self.fs, self.detail_dir(day))}
+        if now != {(s.name, s.size) for s in sources}:
+            return False
+        retiring = retiring_days(self.fs, self.root)
+        return retiring is not None and day not in retiring
 
     def _write(self, day: date, table: pa.Table, sources: list[SourceFile]) -> str:
         directory = self.summary_dir(day)
@@ -219,12 +256,24 @@ class Days:
         ``index`` rewrites the month's index too; batches of days pass ``False`` and
         call :meth:`save_index` once.
         """
+        summary = self._summarize(day, settled=False)
+        if index:
+            self.save_index([day])
+        return summary
+
+    def _summarize(self, day: date, *, settled: bool) -> DaySummary:
+        """:meth:`summarize` without the index.
+
+        ``settled`` writes only what :meth:`_settled` allows; a summary left unwritten
+        has ``path`` ``""``.
+        """
         table, sources = self._build(day)
         if not sources:
             raise StoreError(f"day: {day} has no detail to summarise")
-        path = self._write(day, table, sources)
-        if index:
-            self.save_index([day])
+        if settled and not self._settled(day, sources):
+            path = ""
+        else:
+            path = self._write(day, table, sources)
         return DaySummary(day, path, table.num_rows, sum(s.rows for s in sources), tuple(sources))
 
     def stale(self, day: date) -> str | None:
@@ -236,15 +285,36 @@ class Days:
 
     def _check(self, day: date, *, rows: bool) -> tuple[str | None, pa.Table | None]:
         """:meth:`stale`'s answer, and the stored rows when asked for and fresh."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                return self._check_once(day, rows=rows)
+            except _Vanished:
+                if attempt + 1 == _ATTEMPTS:
+                    msg = f"day {day}: its detail kept changing under the read"
+                    raise StoreError(msg) from None
+        raise AssertionError("unreachable")
+
+    def _check_once(self, day: date, *, rows: bool) -> tuple[str | None, pa.Table | None]:
         recorded, table = self._stored(day, rows=rows)
         infos = day_files(self.fs, self.detail_dir(day))
         if recorded is None:
             return ("no summary" if infos else "no detail and no summary"), None
         if not infos:
             return None, table
-        if {(i.base_name, i.size) for i in infos} == {(s.name, s.size) for s in recorded}:
+        now = {(i.base_name, i.size) for i in infos}
+        then = {(s.name, s.size) for s in recorded}
+        if now == then:
             return None, table  # files never change once named: same names and sizes, same rows
-        current = list_sources(self.fs, self.detail_dir(day))
+        if now < then:
+            # Some of the very files it was made from, no others: retention is deleting
+            # the day's detail (or was stopped doing so). The summary stands for all of it.
+            return None, table
+        try:
+            current = list_sources(self.fs, self.detail_dir(day), infos)
+        except StoreError:
+            if vanished(self.fs, [i.path for i in infos]):
+                raise _Vanished from None  # a compaction or retention ran: check again
+            raise
         names = [s.name for s in current if s.name not in {r.name for r in recorded}]
         if is_fresh(recorded, current, replaces(self.fs, self.detail_dir(day), names)):
             return None, table
@@ -259,10 +329,20 @@ class Days:
         if reason is not None:
             return reason
         counted = count_records(self.fs, self.summary_path(day))
-        rows = sum(s.rows for s in list_sources(self.fs, self.detail_dir(day)))
-        if counted != rows:
-            return f"the summary counts {counted} records but the detail holds {rows}"
-        return None
+        current = list_sources(self.fs, self.detail_dir(day))
+        rows = sum(s.rows for s in current)
+        if counted == rows:
+            return None
+        recorded = read_sources(self.fs, self.summary_path(day)) or []
+        now = {(s.name, s.size, s.rows) for s in current}
+        if now < {(s.name, s.size, s.rows) for s in recorded}:
+            # Part of the detail is already gone (an interrupted retention): the
+            # summary must count all it was made from.
+            made_from = sum(s.rows for s in recorded)
+            if counted == made_from:
+                return None
+            return f"the summary counts {counted} records but was made from {made_from}"
+        return f"the summary counts {counted} records but the detail holds {rows}"
 
     def table(self, day: date, *, closed: bool) -> pa.Table | None:
         """``day``'s summary rows, fresh; written first when the day is ``closed``."""
@@ -274,8 +354,9 @@ class Days:
             return None
         if closed:
             try:
-                self._write(day, table, sources)
-                self._unindexed.add(day)
+                if self._settled(day, sources):
+                    self._write(day, table, sources)
+                    self._unindexed.add(day)
             except StoreError as exc:  # a read still answers; the next one tries again
                 logger.warning("%s", exc)
         return table
@@ -286,7 +367,9 @@ class Days:
         for day in days:
             reason = self.stale(day)
             if reason is not None and reason != "no detail and no summary":
-                out.append(self.summarize(day, index=False))
+                summary = self._summarize(day, settled=True)
+                if summary.path:
+                    out.append(summary)
         if out:
             self.save_index([s.day for s in out])
         return out

@@ -6,7 +6,9 @@ in its metadata.
 
 A write is atomic: the table goes to a hidden temporary name in the same
 directory (readers only look at ``*.parquet``), is flushed to disk, then gets
-its final name without ever replacing an existing file.
+its final name without ever replacing an existing file. In object storage, which
+has no rename, the file is encoded in memory and uploaded under its final name in
+one go (:mod:`perfnb.store.objects`): it appears whole or not at all.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pyarrow.parquet as pq
 
 from perfnb.errors import StoreError
 from perfnb.store.layout import WRITE_OPTIONS, disk_schema, to_disk
+from perfnb.store.objects import is_object_store, parquet_bytes, put_whole
 
 __all__ = [
     "Names",
@@ -112,6 +115,14 @@ def write_atomic(
     if metadata:
         schema = schema.with_metadata({**schema.metadata, **metadata})
     table = to_disk(table).replace_schema_metadata(schema.metadata)
+    if is_object_store(fs):
+        # No rename: the file is encoded whole, then uploaded under its final name.
+        data = parquet_bytes(table, **WRITE_OPTIONS)
+        try:
+            put_whole(fs, final, data, fresh=True)
+        except OSError as exc:
+            raise StoreError(f"could not write {final!r}: {exc}") from exc
+        return final
     fs.create_dir(directory, recursive=True)
     try:
         pq.write_table(table, temp, filesystem=fs, **WRITE_OPTIONS)

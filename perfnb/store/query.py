@@ -35,7 +35,7 @@ from perfnb.store.layout import (
 )
 from perfnb.times import TimeLike
 
-__all__ = ["TimeLike", "connect", "read_files", "to_utc"]
+__all__ = ["TimeLike", "connect", "read_files", "read_table", "table_to_frame", "to_utc"]
 
 
 def to_utc(value: TimeLike, *, name: str) -> datetime | None:
@@ -99,6 +99,39 @@ def read_files(
     """Rows of ``files`` matching the filters, in time order, as pandas."""
     if not files:
         return empty_frame(columns)
+    table = read_table(
+        fs,
+        files,
+        known,
+        start=start,
+        end=end,
+        filters=filters,
+        include_load=include_load,
+        columns=columns,
+    )
+    return table_to_frame(table, columns)
+
+
+def table_to_frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
+    """Rows read by :func:`read_table` (from one or more calls) in time order, as pandas."""
+    # Files keep rows clustered by series, not in time order: sort here.
+    if table.num_rows > 1:
+        table = table.take(pc.sort_indices(table, sort_keys=[("time", "ascending")]))
+    return _to_pandas(table.select(columns))
+
+
+def read_table(
+    fs: pafs.FileSystem,
+    files: list[str],
+    known: dict[str, bool],
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    filters: dict[str, Sequence[str] | None],
+    include_load: bool,
+    columns: list[str],
+) -> pa.Table:
+    """Rows of ``files`` (at least one) matching the filters, with ``time``, in file order."""
     condition = pc.scalar(True)
     stamp = pa.timestamp("us", tz="UTC")
     if start is not None:
@@ -117,11 +150,7 @@ def read_files(
     for schema, paths in by_layout(fs, files, known):
         dataset = ds.dataset(paths, schema=schema, format="parquet", filesystem=fs)
         parts.append(from_disk(dataset.to_table(columns=wanted, filter=condition)))
-    table = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
-    # Files keep rows clustered by series, not in time order: sort here.
-    if table.num_rows > 1:
-        table = table.take(pc.sort_indices(table, sort_keys=[("time", "ascending")]))
-    return _to_pandas(table.select(columns))
+    return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
 
 #: The ``*_ms`` columns as DOUBLE, whatever their type in the files.

@@ -46,6 +46,7 @@ import pyarrow.fs as pafs
 
 from perfnb.errors import ConfigError, PerfnbError
 from perfnb.store.compact import day_files, writer_alive
+from perfnb.store.objects import is_object_store, put_whole
 
 if TYPE_CHECKING:
     from perfnb.store.history import Days
@@ -60,6 +61,7 @@ __all__ = [
     "finish_interrupted",
     "main_retention",
     "plan_retention",
+    "retiring_days",
 ]
 
 DEFAULT_DETAIL_DAYS: Final = 30
@@ -285,6 +287,9 @@ def plan_retention(
 
 def _write_intent(fs: pafs.FileSystem, root: str, intent: dict[str, Any], *, local: bool) -> str:
     final = f"{root}/{INTENT}"
+    if is_object_store(fs):
+        put_whole(fs, final, json.dumps(intent).encode(), fresh=False)  # one PUT: whole or none
+        return final
     temp = f"{root}/.retention.{secrets.token_hex(4)}.tmp"
     with fs.open_output_stream(temp) as stream:
         stream.write(json.dumps(intent).encode())
@@ -300,8 +305,36 @@ def _write_intent(fs: pafs.FileSystem, root: str, intent: dict[str, Any], *, loc
     return final
 
 
+def retiring_days(fs: pafs.FileSystem, root: str) -> frozenset[date] | None:
+    """The days whose detail a running (or interrupted) retention is deleting.
+
+    ``None`` when an intent is there but cannot be read: any day may be going then.
+    """
+    try:
+        with fs.open_input_stream(f"{root}/{INTENT}") as stream:
+            intent = json.loads(stream.read().decode())
+    except FileNotFoundError:
+        return frozenset()
+    except (OSError, ValueError):
+        return None
+    detail = intent.get("detail") if isinstance(intent, dict) else None
+    if not isinstance(detail, dict):
+        return None
+    try:
+        return frozenset(date.fromisoformat(text) for text in detail)
+    except (TypeError, ValueError):
+        return None
+
+
 def _remove_empty(fs: pafs.FileSystem, directory: str) -> None:
-    """Remove ``directory`` if nothing is left in it (a writer may have added a file)."""
+    """Remove ``directory`` if nothing is left in it (a writer may have added a file).
+
+    Object stores have no directories to remove, only the marker pyarrow may leave,
+    and removing that deletes everything under the prefix: a file a writer added
+    since the listing would go with it. The marker stays; readers ignore it.
+    """
+    if is_object_store(fs):
+        return
     try:
         if fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True)):
             return

@@ -15,7 +15,6 @@ written with plain memory copies.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -32,6 +31,7 @@ import pyarrow.fs as pafs
 
 from perfnb.errors import RecordError, StoreError
 from perfnb.store import compact as compaction
+from perfnb.store import objects
 from perfnb.store import retention as retaining
 from perfnb.store.export import ExportResult, export_store
 from perfnb.store.frames import table_from_frame
@@ -42,8 +42,11 @@ from perfnb.store.query import (
     TimeLike,
     check_columns,
     connect,
+    empty_frame,
     read_files,
+    read_table,
     summary_sql,
+    table_to_frame,
     to_utc,
 )
 from perfnb.store.rows import Encoder, Memory, decode
@@ -55,6 +58,8 @@ __all__ = ["Store"]
 
 #: Temporary files older than this are left-overs of a crash, not writes in flight.
 _STALE_SECONDS = 3600.0
+#: Reads of the detail (of a day, in a read), listing it again after a file vanished under it.
+_ATTEMPTS = 5
 
 logger = logging.getLogger("perfnb.store")
 
@@ -83,30 +88,35 @@ class Store(StoreHistory):
         *,
         filesystem: pafs.FileSystem | None = None,
         wal_dir: str | os.PathLike[str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
+        endpoint = ""
         if filesystem is None:
             text = os.fspath(root)
             if "://" in text:
-                try:
-                    filesystem, path = pafs.FileSystem.from_uri(text)
-                except (pa.ArrowInvalid, OSError) as exc:
-                    raise StoreError(f"root: cannot open {text!r}: {exc}") from exc
+                filesystem, path, endpoint = objects.open_uri(text, storage_options)
             else:
+                if storage_options:
+                    raise StoreError(
+                        f"storage_options: only URI roots take them; got the folder {text!r}"
+                    )
                 filesystem, path = pafs.LocalFileSystem(), str(Path(text).absolute())
         else:
             path = os.fspath(root)
         self.fs: pafs.FileSystem = filesystem
         self.root = path.rstrip("/")
         self.local = isinstance(filesystem, pafs.LocalFileSystem)
+        #: Whether the root is in object storage (S3 and the like; see perfnb.store.objects).
+        self.objects = objects.is_object_store(filesystem)
         self.events = f"{self.root}/events"
         if wal_dir is not None:
             self.wal_dir = Path(wal_dir)
         elif self.local:
             self.wal_dir = Path(self.root) / "_wal"
         else:
-            cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-            key = hashlib.sha256(f"{filesystem.type_name}:{self.root}".encode()).hexdigest()
-            self.wal_dir = cache / "perfnb" / "wal" / key[:16]
+            self.wal_dir = objects.default_wal_dir(filesystem, self.root, endpoint=endpoint)
+        if not self.local or wal_dir is not None:
+            objects.claim_wal_dir(self.wal_dir, f"{filesystem.type_name}:{endpoint}:{self.root}")
         self._names = Names()
         # Whether each data file seen has the current layout (files never change).
         self._layouts: dict[str, bool] = {}
@@ -115,10 +125,26 @@ class Store(StoreHistory):
         self._touched: set[date] = set()
         self._checked: date | None = None
         self._touched_lock = threading.Lock()
-        self.fs.create_dir(self.events, recursive=True)
+        if self.objects:
+            self._check_bucket()
+        else:
+            self.fs.create_dir(self.events, recursive=True)
         self._tidy()
         #: Records this open recovered from append logs left by killed writers.
         self.recovered = recover(self.wal_dir, self._write_days, label=self.root)
+
+    def _check_bucket(self) -> None:
+        """Fail now, naming the bucket, when it is missing or out of reach (S3 has no folders)."""
+        bucket = self.root.split("/", 1)[0]
+        try:
+            found = self.fs.get_file_info(bucket).type
+        except OSError as exc:
+            raise StoreError(f"root: cannot reach the bucket {bucket!r}: {exc}") from exc
+        if found == pafs.FileType.NotFound:
+            raise StoreError(
+                f"root: the bucket {bucket!r} does not exist; create it first (perfnb never"
+                " creates buckets)"
+            )
 
     def __repr__(self) -> str:
         return f"Store({self.root!r}, filesystem={self.fs.type_name!r})"
@@ -204,6 +230,8 @@ class Store(StoreHistory):
 
     def days(self) -> list[date]:
         """The days that have a partition, in order."""
+        if self.objects:
+            return objects.days_with_files(self.fs, self.events)
         infos = self.fs.get_file_info(pafs.FileSelector(self.events, allow_not_found=True))
         out: list[date] = []
         for info in infos:
@@ -228,13 +256,20 @@ class Store(StoreHistory):
         """The data files of the days overlapping ``[start, end)``, as filesystem paths."""
         first, last = to_utc(start, name="start"), to_utc(end, name="end")
         out: list[str] = []
+        for day in self._days_in(first, last):
+            directory = f"{self.events}/{day_dir(day)}"
+            out.extend(i.path for i in compaction.day_files(self.fs, directory))
+        return out
+
+    def _days_in(self, first: datetime | None, last: datetime | None) -> list[date]:
+        """The stored days overlapping ``[first, last)``."""
+        out = []
         for day in self.days():
             if first is not None and day < first.date():
                 continue
             if last is not None and datetime.combine(day, datetime.min.time(), UTC) >= last:
                 continue
-            directory = f"{self.events}/{day_dir(day)}"
-            out.extend(i.path for i in compaction.day_files(self.fs, directory))
+            out.append(day)
         return out
 
     # -- reading -----------------------------------------------------------------------
@@ -272,16 +307,40 @@ class Store(StoreHistory):
             "service": services,
             "run_id": run_ids,
         }
-        return read_files(
-            self.fs,
-            self.files(first, last),
-            self._layouts,
-            start=first,
-            end=last,
-            filters=filters,
-            include_load=include_load or run_ids is not None,
-            columns=check_columns(columns),
-        )
+        options: dict[str, Any] = {
+            "start": first,
+            "end": last,
+            "filters": filters,
+            "include_load": include_load or run_ids is not None,
+            "columns": check_columns(columns),
+        }
+        files = self.files(first, last)
+        try:
+            return read_files(self.fs, files, self._layouts, **options)
+        except (OSError, StoreError, pa.ArrowException):
+            if not compaction.vanished(self.fs, files):
+                raise
+        # A compaction or retention removed files since the listing: read the days one
+        # at a time, each listed again whenever a file goes from under its read.
+        parts = [self._read_day(day, options) for day in self._days_in(first, last)]
+        parts = [part for part in parts if part is not None]
+        if not parts:
+            return empty_frame(options["columns"])
+        return table_to_frame(pa.concat_tables(parts), options["columns"])
+
+    def _read_day(self, day: date, options: dict[str, Any]) -> pa.Table | None:
+        directory = f"{self.events}/{day_dir(day)}"
+        for attempt in range(_ATTEMPTS):
+            files = [i.path for i in compaction.day_files(self.fs, directory)]
+            if not files:
+                return None
+            try:
+                return read_table(self.fs, files, self._layouts, **options)
+            except (OSError, StoreError, pa.ArrowException):
+                if attempt + 1 < _ATTEMPTS and compaction.vanished(self.fs, files):
+                    continue
+                raise
+        raise AssertionError("unreachable")
 
     def sql(
         self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
@@ -295,7 +354,7 @@ class Store(StoreHistory):
         >>> Store(tempfile.mkdtemp()).sql("SELECT count(*) AS n FROM events")["n"][0]
         np.int64(0)
         """
-        return self._query(query, params, self.files())
+        return self._query(query, params, None, None)
 
     def route_summary(
         self,
@@ -336,17 +395,27 @@ class Store(StoreHistory):
                 params.extend(listed)
         if not include_load:
             where.append("run_id IS NULL")
-        return self._query(summary_sql(daily=daily, where=where), params, self.files(first, last))
+        return self._query(summary_sql(daily=daily, where=where), params, first, last)
 
-    def _query(self, query: str, params: Any, files: list[str]) -> pd.DataFrame:
-        con = connect(self.fs, files, self._layouts, local=self.local)
-        try:
-            frame: pd.DataFrame = con.execute(query, params).df()
-        except duckdb.Error as exc:
-            raise StoreError(f"sql: {exc}") from exc
-        finally:
-            con.close()
-        return frame
+    def _query(
+        self, query: str, params: Any, first: datetime | None, last: datetime | None
+    ) -> pd.DataFrame:
+        for attempt in range(_ATTEMPTS):
+            files = self.files(first, last)
+            try:
+                con = connect(self.fs, files, self._layouts, local=self.local)
+                try:
+                    frame: pd.DataFrame = con.execute(query, params).df()
+                finally:
+                    con.close()
+            except (duckdb.Error, OSError, StoreError, pa.ArrowException) as exc:
+                if attempt + 1 < _ATTEMPTS and compaction.vanished(self.fs, files):
+                    continue  # a compaction or retention ran since the listing
+                if isinstance(exc, duckdb.Error):
+                    raise StoreError(f"sql: {exc}") from exc
+                raise
+            return frame
+        raise AssertionError("unreachable")
 
     # -- maintenance -------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 
+from perfnb.store.objects import is_object_store, put_whole
 from perfnb.store.summaries import SourceFile, summary_schema
 
 __all__ = [
@@ -158,6 +159,17 @@ def write_index(
     }
     schema = summary_schema().with_metadata({_KEY: json.dumps(document).encode()})
     temp = f"{directory}/.index.{secrets.token_hex(4)}.tmp"
+    if is_object_store(fs):
+        sink = pa.BufferOutputStream()
+        try:
+            with ipc.new_file(sink, schema) as writer:
+                for day in days:
+                    writer.write_batch(_one_batch(entries[day].table))
+            put_whole(fs, path, sink.getvalue(), fresh=False)  # replaces the old one whole
+        except (OSError, pa.ArrowException) as exc:
+            logger.warning("could not write the summary index %r: %s", path, exc)
+            return False
+        return True
     try:
         fs.create_dir(directory, recursive=True)
         with fs.open_output_stream(temp) as sink, ipc.new_file(sink, schema) as writer:

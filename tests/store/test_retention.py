@@ -311,3 +311,42 @@ def test_a_kill_at_any_step_loses_nothing_due_and_a_rerun_finishes(
         assert summary_days(root) == {day(a) for a in range(1, SUMMARY)}, label
         for age in range(DETAIL, SUMMARY):
             assert summary_count(root, day(age)) == pristine[1][day(age)], (label, age)
+
+
+def test_a_day_half_deleted_by_retention_keeps_its_summary_for_readers(
+    copy: Callable[..., Path], pristine: tuple[Path, dict[date, int]]
+) -> None:
+    # Retention deletes a day's files one by one; a reader in between sees only some
+    # of them. The verified summary must stand for the whole day, not be rebuilt.
+    root = copy("half-deleted", summaries=True)
+    on = day(DETAIL + 1)  # a day of two files (every seventh day)
+    files = sorted((root / "events" / f"date={on}").glob("*.parquet"))
+    assert len(files) == 2
+    summary = root / "daily" / f"date={on}" / "summary.parquet"
+    written = summary.read_bytes()
+    files[0].unlink()
+    store = Store(root)
+    counts = store.summary(by=("date",), kinds=None, include_load=True)
+    assert dict(zip(counts["date"], counts["count"], strict=True))[on] == pristine[1][on]
+    assert store.close_days(today=TODAY) == []
+    assert summary.read_bytes() == written
+    assert store._history.verify(on) is None  # the rest may still go
+
+
+def test_reads_store_no_summary_of_a_day_retention_is_deleting(
+    copy: Callable[..., Path], pristine: tuple[Path, dict[date, int]]
+) -> None:
+    # A day past both windows goes without a summary. A read in the middle must not
+    # write one from the files left: it would undercount, and outlive the detail.
+    root = copy("retiring")
+    on = day(SUMMARY + 2)  # a day of two files, past both windows
+    files = sorted((root / "events" / f"date={on}").glob("*.parquet"))
+    assert len(files) == 2
+    store = Store(root)  # a reader that opened the store before retention began
+    intent = {"detail": {on.isoformat(): [p.name for p in files]}, "summaries": []}
+    (root / "_retention.json").write_text(json.dumps({**intent, "pid": 1, "host": "elsewhere"}))
+    files[0].unlink()
+    counts = store.summary(by=("date",), kinds=None, include_load=True)
+    assert dict(zip(counts["date"], counts["count"], strict=True))[on] < pristine[1][on]
+    assert store.close_days(today=TODAY) == []
+    assert not (root / "daily" / f"date={on}").exists()
