@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from perfnb.schema import Record
 from perfnb.store.frames import table_from_frame
 from perfnb.store.parquet import Names
 from perfnb.store.resume import ResumePoints, marked_payload
-from perfnb.store.rows import ROW_BYTES, TABLE, Encoder, Memory, decode
+from perfnb.store.rows import ROW_BYTES, ROWS_START, TABLE, Encoder, Memory, decode
 from perfnb.store.wal import SEGMENT_BYTES, Segment, SegmentFull, WriteTable, decode_segment
 
 __all__ = ["StoreWriter"]
@@ -193,6 +193,8 @@ class StoreWriter(Closing):
         self._closed = False
         #: Where the feeds recorded through :meth:`commit` stand.
         self.resume_points = ResumePoints(log_dir)
+        self._batch_encoder = Encoder()
+        self._batch_lock = threading.Lock()
         self._converter = _Converter(write, self.resume_points, background=background)
         # An abandoned writer's converter thread ends when the writer is collected.
         weakref.finalize(self, self._converter.stop)
@@ -306,7 +308,7 @@ class StoreWriter(Closing):
         return rows
 
     def commit(
-        self, records: Iterable[Mapping[str, Any]], *, key: str, mark: Mapping[str, Any]
+        self, records: Sequence[Mapping[str, Any]], *, key: str, mark: Mapping[str, Any]
     ) -> int:
         """Add a feed's batch and its resume ``mark`` as one frame: a kill keeps both or neither.
 
@@ -315,16 +317,18 @@ class StoreWriter(Closing):
         with ``resume_points.get(key)``. Records that fail the schema are left
         out; returns how many were kept. An empty batch commits the mark alone.
         """
-        log = Memory()
-        encoder = Encoder()
-        encoder.attach(log)
-        for record in records:
-            log.reserve()
-            try:
-                encoder.put(record, log)
-            except (RecordError, TypeError):
-                continue
-        table = decode(log)
+        with self._batch_lock:
+            # One encoder for every batch: its record shapes are compiled once.
+            log = Memory(ROWS_START + ROW_BYTES * (len(records) + 1))
+            encoder = self._batch_encoder
+            encoder.attach(log)
+            for record in records:
+                log.reserve()
+                try:
+                    encoder.put(record, log)
+                except (RecordError, TypeError):
+                    continue
+            table = decode(log)
         rows = int(table.num_rows)
         with self._lock:
             if self._closed:
