@@ -233,7 +233,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Export records from a store to CSV (safe for spreadsheets), JSON, "
         "JSON Lines or Parquet. Times are ISO 8601 (a bare date is its midnight UTC).",
     )
-    parser.add_argument("--store", required=True, help="the store folder")
+    parser.add_argument(
+        "--store", required=True, help="the store's folder, or a URI such as s3://bucket/prefix"
+    )
     parser.add_argument("--out", required=True, help="the file to write (replaced atomically)")
     parser.add_argument("--from", dest="start", metavar="T", help="first time (inclusive)")
     parser.add_argument("--to", dest="end", metavar="T", help="end time (exclusive)")

@@ -457,7 +457,12 @@ def main_retention(argv: list[str]) -> int:
         prog="perfnb retention",
         description="Delete old detail (once its daily summary is verified) and old summaries.",
     )
-    parser.add_argument("--store", required=True, metavar="DIR", help="the store's root")
+    parser.add_argument(
+        "--store",
+        required=True,
+        metavar="DIR",
+        help="the store's folder or URI (s3://bucket/prefix)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--detail-days", type=int, default=DEFAULT_DETAIL_DAYS, metavar="N")

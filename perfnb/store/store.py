@@ -9,8 +9,11 @@ Layout under the root (a local folder, or any filesystem URI pyarrow knows)::
     <root>/_wal/<segment>.log                        append logs of running writers
 
 For a root that is not on the local disk the append log lives in a local folder
-(``wal_dir``, by default under ``$XDG_CACHE_HOME/perfnb/wal``), since it must be
-written with plain memory copies.
+(``wal_dir``, by default under ``$XDG_CACHE_HOME/perfnb/wal``, keyed by the
+filesystem, endpoint and root), since it must be written with plain memory copies;
+a killed writer's log is replayed by the next open of the same store on the same
+machine. In object storage (``s3://bucket/prefix``) every file is uploaded whole
+under its final name; see :mod:`perfnb.store.objects`.
 """
 
 from __future__ import annotations
@@ -69,6 +72,12 @@ class Store(StoreHistory):
 
     Opening a store replays the append logs that killed writers left behind;
     :attr:`recovered` says how many records that stored.
+
+    ``root`` is a folder or a URI. ``s3://bucket/prefix`` takes its credentials the
+    usual way (environment, ``~/.aws`` profiles, instance roles) and its endpoint from
+    ``storage_options={"endpoint_url": ...}`` (or any other argument of
+    :class:`pyarrow.fs.S3FileSystem`), ``?endpoint_override=`` or ``AWS_ENDPOINT_URL``;
+    ``wal_dir`` names the local folder of its append log (one per store).
 
     >>> import tempfile
     >>> from datetime import datetime, timezone
