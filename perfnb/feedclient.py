@@ -5,10 +5,17 @@ a background thread with its own event loop, so a notebook's kernel is never
 blocked. It reconnects with ``Last-Event-ID`` after the connection drops or the
 app restarts (backing off up to a bound), and counts exactly what it received,
 what the app's buffer dropped before it could be read, and how often it had to
-reconnect.
+reconnect — per app instance (worker process) when the feed names them.
 
-``perfnb record URL --store DIR`` (:func:`main_record`) does the same into a
-Parquet store until SIGINT or SIGTERM, then flushes and exits 0.
+The event id is an opaque resume token: it is sent back as it came and never
+read for meaning. With a store, each batch and the token after it are stored as
+one (see :mod:`perfnb.store.resume`), and a later connection to the same feed
+with the same store resumes right after the last batch the store kept, so a
+follower killed at any moment restarts with nothing twice and nothing skipped.
+
+``connect([url, url, ...])`` follows several apps or hosts at once
+(:class:`perfnb.feedgroup.FeedGroup`); ``perfnb record URL [URL ...] --store DIR``
+(:mod:`perfnb.recorder`) does that into a Parquet store until SIGINT or SIGTERM.
 
 >>> conn = connect("http://127.0.0.1:9/api/performance-metrics", sink=[].append)
 >>> conn.close()
@@ -27,16 +34,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, overload
 
 import httpx
 
 from perfnb._closing import Closing
 from perfnb.errors import ConfigError, PerfnbError, RecordError
 from perfnb.eventstream import SSEEvent, SSEParser
-from perfnb.feedsinks import Extends, StoreLike, Writer, destinations
+from perfnb.feedcounts import Totals, missed
+from perfnb.feedsinks import DeliveryFailed, Destinations, Extends, StoreLike, Writer, destinations
+from perfnb.feedtargets import DEFAULT_PREFIX, feed_key, feed_stream_url
 from perfnb.schema import Record, Sink, record_from_json
+
+if TYPE_CHECKING:
+    from perfnb.feedgroup import FeedGroup
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -50,29 +61,6 @@ __all__ = [
 
 log = logging.getLogger("perfnb.feedclient")
 
-#: The feed's prefix when a URL names only the app (``http://host:port``).
-DEFAULT_PREFIX = "/api/performance-metrics"
-
-
-def feed_stream_url(url: str) -> str:
-    """The stream URL for a feed URL, an app URL, or a stream URL.
-
-    >>> feed_stream_url("http://127.0.0.1:8000")
-    'http://127.0.0.1:8000/api/performance-metrics/stream'
-    >>> feed_stream_url("http://127.0.0.1:8000/perf/")
-    'http://127.0.0.1:8000/perf/stream'
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        msg = f"url: got {url!r}; expected http://host:port[/prefix]"
-        raise ConfigError(msg)
-    path = parts.path.rstrip("/")
-    if not path:
-        path = DEFAULT_PREFIX
-    if not path.endswith("/stream"):
-        path += "/stream"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-
 
 @dataclass
 class _Counts:
@@ -81,10 +69,15 @@ class _Counts:
     reconnects: int = 0
     streams: int = 0
     invalid: int = 0
+    #: Kept for callers of stats(); the server resumes exactly, so always 0.
     duplicates: int = 0
     boot_changes: int = 0
     connect_failures: int = 0
     sink_errors: int = 0
+    #: Times the app went away (a stream broke or could not be opened).
+    outages: int = 0
+    #: Batches the store refused (asked for again from the last stored point).
+    store_errors: int = 0
 
 
 class _Fatal(Exception):
@@ -100,13 +93,15 @@ class FeedConnection(Closing):
     lost connection, ``invalid`` records that failed the schema, ``boot_changes``
     app restarts without a spool (what the old process still held then is lost
     and cannot be counted), ``sink_errors`` deliveries that raised.
+    :meth:`stats` adds the counts per instance and, with a store, the totals the
+    store keeps for this feed over every connection that resumed it.
     """
 
     def __init__(
         self,
         url: str,
         *,
-        sinks: Sequence[Callable[[list[Record]], object]],
+        destinations: Destinations,
         token: str | None,
         since: str,
         backoff: tuple[float, float],
@@ -114,9 +109,13 @@ class FeedConnection(Closing):
         on_close: Callable[[], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         last_event_id: str = "",
+        resume: bool = True,
+        changed: threading.Condition | None = None,
     ) -> None:
         self.url = feed_stream_url(url)
-        self._sinks = list(sinks)
+        #: The feed's name: its stream URL without secrets (see :func:`feed_key`).
+        self.key = feed_key(url)
+        self._out = destinations
         self._token = token
         self._since = since
         self._backoff = backoff
@@ -124,9 +123,21 @@ class FeedConnection(Closing):
         self._on_close = on_close
         self._transport = transport
         self._counts = _Counts()
-        # Re-entrant: wait_for's predicate may read stats() while holding it.
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
+        # Re-entrant: wait_for's predicate may read stats() while holding it. A
+        # group of feeds shares one, so it can wait on any of them.
+        self._changed = changed if changed is not None else threading.Condition(threading.RLock())
+        self._lock = self._changed
+        # This connection's own counts per instance (the totals are the store's).
+        self._session = Totals()
+        self._instance_info: dict[str, dict[str, Any]] = {}
+        self._restarts_seen: set[tuple[str, str]] = set()
+        stored = destinations.resume_point(self.key)
+        self._totals = Totals.from_json(stored.get("totals")) if stored else Totals()
+        token_stored = stored.get("token") if stored else None
+        if not last_event_id and resume and isinstance(token_stored, str):
+            last_event_id = token_stored
+        #: The token this connection started from (stored or given), or None.
+        self.resumed_from = last_event_id or None
         #: The id of the last event handled: pass it to :func:`connect` to resume.
         self.last_event_id = last_event_id
         self.boot: str | None = None
@@ -173,14 +184,49 @@ class FeedConnection(Closing):
         """Attempts to open the stream that failed."""
         return self._counts.connect_failures
 
+    @property
+    def totals(self) -> Totals:
+        """This feed's counts as the store keeps them (earlier connections included)."""
+        with self._lock:
+            return self._totals
+
+    def instances(self) -> dict[str, dict[str, Any]]:
+        """Per instance: what the app said of it (``host``, ``pid``, ...) and this
+        connection's ``received``, ``dropped`` and ``boot_changes`` (the instance
+        was found restarted without its spool: what it held then is lost)."""
+        with self._lock:
+            tallies = self._session.instances
+            names = [*tallies, *(n for n in self._instance_info if n not in tallies)]
+            out: dict[str, dict[str, Any]] = {}
+            for name in names:
+                about = dict(self._instance_info.get(name, {}))
+                tally = tallies.get(name)
+                about.update(
+                    received=tally.received if tally else 0,
+                    dropped=tally.dropped if tally else 0,
+                )
+                if tally and tally.boot_changes:
+                    about["boot_changes"] = tally.boot_changes
+                out[name] = about
+            return out
+
+    def missed(self) -> str:
+        """What this connection missed, in words (``0 missed`` only when true)."""
+        with self._lock:
+            return missed(self._counts.dropped, self._counts.boot_changes)
+
     def stats(self) -> dict[str, object]:
-        """All counters, the last event id and whether a stream is open."""
+        """All counters, per-instance counts, store totals, the last event id, the state."""
         with self._lock:
             out: dict[str, object] = dict(self._counts.__dict__)
             out.update(
+                url=self.key,
                 last_event_id=self.last_event_id,
+                resumed_from=self.resumed_from,
                 connected=self.connected,
                 error=None if self.error is None else str(self.error),
+                instances=self.instances(),
+                totals=self._totals.to_json(),
             )
         return out
 
@@ -214,10 +260,8 @@ class FeedConnection(Closing):
         """Whether the background thread still follows the feed."""
         return self._thread.is_alive()
 
-    def close(self, *, timeout: float = 10.0) -> None:
-        """Stop following, then flush and close the store writer it opened. Idempotent."""
-        if self._closed:
-            return
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """Stop following (the destinations stay open: see :meth:`close`)."""
         self._stopping = True
         loop = self._loop
         task = self._task
@@ -229,13 +273,19 @@ class FeedConnection(Closing):
             self._closed = True
             self.connected = False
             self._changed.notify_all()
+
+    def close(self, *, timeout: float = 10.0) -> None:
+        """Stop following, then flush and close the store writer it opened. Idempotent."""
+        if self._closed:
+            return
+        self.stop(timeout=timeout)
         if self._on_close is not None:
             self._on_close()
 
     def __repr__(self) -> str:
         c = self._counts
         return (
-            f"<FeedConnection {self.url} received={c.received} dropped={c.dropped} "
+            f"<FeedConnection {self.key} received={c.received} dropped={c.dropped} "
             f"reconnects={c.reconnects} connected={self.connected}>"
         )
 
@@ -258,43 +308,73 @@ class FeedConnection(Closing):
 
     async def _main(self) -> None:
         timeout = httpx.Timeout(10.0, read=self._read_timeout)
+        first, longest = self._backoff
         async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as client:
-            delay = self._backoff[0]
+            delay = first
             # Set when a stream broke or an attempt failed: the next stream that
             # opens after an earlier one counts as a reconnect.
             trouble = False
+            # When the app went away (monotonic time), and how many attempts failed since.
+            away: float | None = None
+            failed = 0
             while not self._stopping:
                 try:
                     opened = time.monotonic()
-                    events = await self._follow(client, reconnect=trouble)
-                    trouble = False
+                    events, retry_ms = await self._follow(
+                        client, reconnect=trouble, away=away, failed=failed
+                    )
+                    trouble, away, failed = False, None, 0
                     if events or time.monotonic() - opened >= 1.0:
-                        delay = self._backoff[0]
+                        delay = first
                         continue  # the app ended the stream on schedule: resume at once
-                    # An empty stream that ended at once (an app shutting down, a
-                    # closed monitor): wait before asking again rather than spin.
+                    # A stream that ended at once with nothing new (a caught-up fleet
+                    # stream, an app shutting down): come back after its retry hint.
+                    await asyncio.sleep(min(retry_ms / 1000, longest) if retry_ms else delay)
+                    continue
                 except _Fatal as exc:
                     self.error = ConfigError(str(exc))
                     log.error("%s", exc)
                     return
-                except (httpx.HTTPError, OSError, ValueError) as exc:
+                except (httpx.HTTPError, OSError, ValueError, DeliveryFailed) as exc:
                     trouble = True
-                    if self.connected:
-                        delay = self._backoff[0]
+                    if isinstance(exc, DeliveryFailed):
+                        self._bump(store_errors=1)
+                        log.error("feed %s: %s; asking again in %.2fs", self.key, exc, delay)
                     else:
-                        self._bump(connect_failures=1)
-                    log.info("feed %s: %s; retrying in %.2fs", self.url, _describe(exc), delay)
+                        if self.connected:
+                            delay = first
+                        else:
+                            self._bump(connect_failures=1)
+                        failed += 1
+                        if away is None:
+                            away = time.monotonic()
+                            self._bump(outages=1)
+                            log.warning(
+                                "feed %s %s (%s); retrying with backoff from %.2gs up to %.2gs",
+                                self.key,
+                                "went away" if self._counts.streams else "cannot be reached",
+                                _describe(exc),
+                                delay,
+                                longest,
+                            )
+                        else:
+                            log.info(
+                                "feed %s: %s; retrying in %.2fs", self.key, _describe(exc), delay
+                            )
                 finally:
                     with self._changed:
                         self.connected = False
                         self._changed.notify_all()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self._backoff[1])
+                delay = min(delay * 2, longest)
 
-    async def _follow(self, client: httpx.AsyncClient, *, reconnect: bool) -> int:
+    async def _follow(
+        self, client: httpx.AsyncClient, *, reconnect: bool, away: float | None, failed: int
+    ) -> tuple[int, int | None]:
         """One stream, from opening until the app ends it (errors propagate).
 
-        Returns how many ``records`` and ``dropped`` events it carried.
+        Returns how many ``records`` and ``dropped`` events it carried, and the
+        stream's ``retry`` hint (ms) if it gave one.
         """
         headers = {"accept": "text/event-stream", "cache-control": "no-store"}
         if self._token:
@@ -310,7 +390,7 @@ class FeedConnection(Closing):
                     if status == 404
                     else "check the token (--token or PERFNB_TOKEN)"
                 )
-                raise _Fatal(f"feed {self.url}: the app answered {status}; {hint}")
+                raise _Fatal(f"feed {self.key}: the app answered {status}; {hint}")
             if status != 200:
                 msg = f"the app answered {status}"
                 raise httpx.HTTPError(msg)
@@ -320,19 +400,27 @@ class FeedConnection(Closing):
                     self._counts.reconnects += 1
                 self._counts.streams += 1
                 self._changed.notify_all()
+            if away is not None:
+                log.warning(
+                    "feed %s is back after %.1fs (%d failed attempt%s)",
+                    self.key,
+                    time.monotonic() - away,
+                    failed,
+                    "" if failed == 1 else "s",
+                )
             parser = SSEParser(last_event_id=self.last_event_id)
             carried = 0
             async for chunk in response.aiter_bytes():
                 for found in parser.feed(chunk):
                     self._handle(found)
                     carried += found.event != "hello"
-        return carried
+        return carried, parser.retry
 
     def _handle(self, found: SSEEvent) -> None:
         try:
             doc = json.loads(found.data)
         except ValueError:
-            log.warning("feed %s: an event that is not JSON was ignored", self.url)
+            log.warning("feed %s: an event that is not JSON was ignored", self.key)
             return
         if not isinstance(doc, dict):
             return
@@ -341,46 +429,49 @@ class FeedConnection(Closing):
         elif found.event == "records":
             self._records(doc, found.last_event_id)
         elif found.event == "dropped":
-            missed = doc.get("dropped")
-            if isinstance(missed, int) and missed > 0:
-                log.warning(
-                    "feed %s: %d records missed (numbers %s..%s): this client fell behind "
-                    "the app's buffer",
-                    self.url,
-                    missed,
-                    doc.get("first_missing"),
-                    doc.get("last_missing"),
-                )
-                with self._changed:
-                    self._counts.dropped += missed
-                    self.last_event_id = found.last_event_id
-                    self._changed.notify_all()
+            self._dropped(doc, found.last_event_id)
+
+    def _instance(self, doc: dict[str, Any]) -> str | None:
+        name = doc.get("instance")
+        if isinstance(name, str | int) and not isinstance(name, bool):
+            return str(name)
+        return self.boot
 
     def _hello(self, doc: dict[str, Any]) -> None:
         boot = doc.get("boot")
         previous = doc.get("previous_boot")
-        if isinstance(previous, str) and not doc.get("resumed"):
-            self._bump(boot_changes=1)
+        listed = doc.get("instances")
+        with self._changed:
+            if isinstance(boot, str):
+                self.boot = boot
+            if isinstance(listed, list):
+                for item in listed:
+                    if isinstance(item, dict) and isinstance(item.get("instance"), str | int):
+                        about = {k: v for k, v in item.items() if k != "instance"}
+                        self._instance_info[str(item["instance"])] = about
+        # Counted once per (old, new) pair: a stream reopened before anything new
+        # arrived hears the same news again.
+        pair = (str(previous), str(boot))
+        if isinstance(previous, str) and not doc.get("resumed") and pair not in self._restarts_seen:
+            self._restarts_seen.add(pair)
+            with self._changed:
+                self._counts.boot_changes += 1
+                self._totals = self._totals.plus(previous, boot_changes=1)
+                self._session = self._session.plus(previous, boot_changes=1)
+                self._changed.notify_all()
             log.warning(
                 "feed %s: the app restarted without its spool (boot %s -> %s); what it "
-                "still held after event %s is lost and cannot be counted",
-                self.url,
+                "still held after the last event stored is lost and cannot be counted",
+                self.key,
                 previous,
                 boot,
-                self.last_event_id,
             )
-        if isinstance(boot, str):
-            self.boot = boot
 
     def _records(self, doc: dict[str, Any], event_id: str) -> None:
         items = doc.get("records")
         if not isinstance(items, list):
             return
-        if _seq(event_id) is not None and _same_boot(event_id, self.last_event_id):
-            last_seen = _seq(self.last_event_id) or 0
-            if (_seq(event_id) or 0) <= last_seen:
-                self._bump(duplicates=len(items))
-                return
+        instance = self._instance(doc)
         records: list[Record] = []
         invalid = 0
         for item in items:
@@ -388,28 +479,42 @@ class FeedConnection(Closing):
                 records.append(record_from_json(item))
             except RecordError:
                 invalid += 1
-        sink_errors = 0
-        for deliver in self._sinks:
-            try:
-                deliver(records)
-            except Exception as exc:
-                sink_errors += 1
-                log.error("feed %s: delivering %d records failed: %s", self.url, len(records), exc)
+        totals = self._totals.plus(instance, received=len(records), invalid=invalid)
+        mark = {"url": self.key, "token": event_id, "totals": totals.to_json()}
+        # The store first: if it refuses, nothing moves and the app is asked again.
+        sink_errors = self._out.deliver(records, key=self.key, mark=mark)
         with self._changed:
+            self._totals = totals
             self._counts.received += len(records)
             self._counts.invalid += invalid
             self._counts.sink_errors += sink_errors
+            self._session = self._session.plus(instance, received=len(records))
             self.last_event_id = event_id
             self._changed.notify_all()
 
-
-def _seq(event_id: str) -> int | None:
-    _, sep, seq = event_id.rpartition(":")
-    return int(seq) if sep and seq.isdigit() else None
-
-
-def _same_boot(a: str, b: str) -> bool:
-    return bool(a) and bool(b) and a.rpartition(":")[0] == b.rpartition(":")[0]
+    def _dropped(self, doc: dict[str, Any], event_id: str) -> None:
+        lost = doc.get("dropped")
+        if not isinstance(lost, int) or isinstance(lost, bool) or lost <= 0:
+            return
+        instance = self._instance(doc)
+        totals = self._totals.plus(instance, dropped=lost)
+        mark = {"url": self.key, "token": event_id, "totals": totals.to_json()}
+        self._out.deliver([], key=self.key, mark=mark)
+        with self._changed:
+            self._totals = totals
+            self._counts.dropped += lost
+            self._session = self._session.plus(instance, dropped=lost)
+            self.last_event_id = event_id
+            self._changed.notify_all()
+        log.warning(
+            "feed %s: %d records missed%s (numbers %s..%s): the app's buffer overwrote them "
+            "before they were read",
+            self.key,
+            lost,
+            f" from instance {instance}" if instance is not None else "",
+            doc.get("first_missing"),
+            doc.get("last_missing"),
+        )
 
 
 def _describe(exc: BaseException) -> str:
@@ -417,8 +522,51 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def check_options(since: str, backoff: tuple[float, float]) -> None:
+    """Raise :class:`ConfigError` naming ``since`` or ``backoff`` when one is wrong."""
+    if since not in ("oldest", "now"):
+        msg = f"since: got {since!r}; expected 'oldest' or 'now'"
+        raise ConfigError(msg)
+    low, high = backoff
+    if not 0 < low <= high:
+        msg = f"backoff: got {backoff!r}; expected (first, longest) with 0 < first ≤ longest"
+        raise ConfigError(msg)
+
+
+@overload
 def connect(
     url: str,
+    *,
+    stream: Extends | None = ...,
+    store: StoreLike | Writer | str | os.PathLike[str] | None = ...,
+    sink: Sink | None = ...,
+    token: str | None = ...,
+    since: str = ...,
+    last_event_id: str | None = ...,
+    backoff: tuple[float, float] = ...,
+    read_timeout: float = ...,
+    resume: bool = ...,
+) -> FeedConnection: ...
+
+
+@overload
+def connect(
+    url: list[str] | tuple[str, ...],
+    *,
+    stream: Extends | None = ...,
+    store: StoreLike | Writer | str | os.PathLike[str] | None = ...,
+    sink: Sink | None = ...,
+    token: str | None = ...,
+    since: str = ...,
+    last_event_id: str | None = ...,
+    backoff: tuple[float, float] = ...,
+    read_timeout: float = ...,
+    resume: bool = ...,
+) -> FeedGroup: ...
+
+
+def connect(
+    url: str | list[str] | tuple[str, ...],
     *,
     stream: Extends | None = None,
     store: StoreLike | Writer | str | os.PathLike[str] | None = None,
@@ -428,45 +576,64 @@ def connect(
     last_event_id: str | None = None,
     backoff: tuple[float, float] = (0.25, 5.0),
     read_timeout: float = 60.0,
-) -> FeedConnection:
+    resume: bool = True,
+) -> FeedConnection | FeedGroup:
     """Follow the feed at ``url`` in the background; returns at once.
 
     ``url`` is the app (``http://127.0.0.1:8000``, the default prefix is added),
-    the feed prefix, or the stream URL. Records go to ``stream`` (a
-    :class:`perfnb.stream.Stream`, via ``extend``), to ``store`` (a
+    the feed prefix, or the stream URL; a list of them follows every one
+    (a :class:`perfnb.feedgroup.FeedGroup`, counts per feed). Records go to
+    ``stream`` (a :class:`perfnb.stream.Stream`, via ``extend``), to ``store`` (a
     :class:`perfnb.store.Store` or a folder: a writer is opened and closed with
     the connection; or a writer you own), and to ``sink`` one by one. ``token``
     defaults to ``PERFNB_TOKEN``. ``since="now"`` skips what the app already
     buffered on the first connection; ``last_event_id`` (a previous connection's
-    :attr:`FeedConnection.last_event_id`) resumes right after it instead.
-    ``backoff`` is the (first, longest) wait between attempts in seconds;
-    ``read_timeout`` the longest silence (the feed sends a keep-alive every 15 s).
+    :attr:`FeedConnection.last_event_id`) resumes right after it instead. A store
+    that holds a resume point for the feed resumes it (``since`` ignored) unless
+    ``resume=False``. ``backoff`` is the (first, longest) wait between attempts in
+    seconds; ``read_timeout`` the longest silence (the feed sends a keep-alive
+    every 15 s).
 
     >>> records = []
     >>> with connect("http://127.0.0.1:9", sink=records.append) as conn:
     ...     conn.wait_for(lambda c: c.connect_failures > 0, timeout=5)
     True
     """
-    if since not in ("oldest", "now"):
-        msg = f"since: got {since!r}; expected 'oldest' or 'now'"
-        raise ConfigError(msg)
-    low, high = backoff
-    if not 0 < low <= high:
-        msg = f"backoff: got {backoff!r}; expected (first, longest) with 0 < first ≤ longest"
-        raise ConfigError(msg)
-    sinks, finish = destinations(stream=stream, store=store, sink=sink)
-
+    check_options(since, backoff)
     chosen = token if token is not None else os.environ.get("PERFNB_TOKEN") or None
-    return FeedConnection(
-        url,
-        sinks=sinks,
-        token=chosen,
-        since=since,
-        backoff=backoff,
-        read_timeout=read_timeout,
-        on_close=finish,
-        last_event_id=last_event_id or "",
-    )
+    if not isinstance(url, str):
+        from perfnb.feedgroup import FeedGroup
+
+        if last_event_id:
+            msg = "last_event_id: give it with one URL; with several, a store resumes each feed"
+            raise ConfigError(msg)
+        return FeedGroup(
+            list(url),
+            destinations(stream=stream, store=store, sink=sink),
+            token=chosen,
+            since=since,
+            backoff=backoff,
+            read_timeout=read_timeout,
+            resume=resume,
+        )
+    key = feed_key(url)
+    out = destinations(stream=stream, store=store, sink=sink)
+    try:
+        out.claim(key)
+        return FeedConnection(
+            url,
+            destinations=out,
+            token=chosen,
+            since=since,
+            backoff=backoff,
+            read_timeout=read_timeout,
+            on_close=out.finish,
+            last_event_id=last_event_id or "",
+            resume=resume,
+        )
+    except BaseException:
+        out.finish()
+        raise
 
 
 def main_record(argv: Sequence[str]) -> int:
