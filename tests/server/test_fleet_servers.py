@@ -282,3 +282,31 @@ def test_a_sync_worker_is_never_held_by_the_feed(serve: type[Server]) -> None:
     answered = httpx.get(server.url + "/hello/1", timeout=10)
     assert answered.status_code == 200
     assert held < 5.0
+
+
+def test_perfnb_record_stores_every_worker_exactly(serve: type[Server], tmp_path: Path) -> None:
+    server = serve([*GUNICORN, "fleet_apps:flask_app"])
+    store_dir = tmp_path / "store"
+    recorder = subprocess.Popen(
+        [sys.executable, "-m", "perfnb.cli", "record", server.url, "--store", str(store_dir)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pids = _send(server.url, N)
+        # the recorder has everything once the feed has nothing newer to give
+        seen, _, _ = _follow(server.url, N)
+        time.sleep(3.0)
+    finally:
+        recorder.send_signal(signal.SIGTERM)
+        _, log = recorder.communicate(timeout=60)
+    assert recorder.returncode == 0, log
+
+    from perfnb.store import Store
+
+    frame = Store(str(store_dir)).read()
+    hello = frame[frame["route"].astype(str).isin(ROUTES) & (frame["source"] == "server")]
+    assert len(hello) == N, log
+    instances = {tags["instance"] for tags in hello["tags"]}
+    assert {i.split("-")[-2] for i in instances} >= pids
+    assert len(seen) >= N
