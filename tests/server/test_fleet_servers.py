@@ -288,18 +288,38 @@ def test_perfnb_record_stores_every_worker_exactly(serve: type[Server], tmp_path
     server = serve([*GUNICORN, "fleet_apps:flask_app"])
     store_dir = tmp_path / "store"
     recorder = subprocess.Popen(
-        [sys.executable, "-m", "perfnb.cli", "record", server.url, "--store", str(store_dir)],
+        [
+            sys.executable,
+            "-m",
+            "perfnb.cli",
+            "record",
+            server.url,
+            "--store",
+            str(store_dir),
+            "--progress",
+            "0.2",
+        ],
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: list[str] = []
     try:
         pids = _send(server.url, N)
-        # the recorder has everything once the feed has nothing newer to give
+        # everything the feed holds now: the recorder is done once it received as many
         seen, _, _ = _follow(server.url, N)
-        time.sleep(3.0)
+        assert recorder.stderr is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = recorder.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "received " in line and int(line.split("received ")[1].split()[0]) >= len(seen):
+                break
     finally:
         recorder.send_signal(signal.SIGTERM)
-        _, log = recorder.communicate(timeout=60)
+        _, rest = recorder.communicate(timeout=60)
+    log = "".join(lines) + rest
     assert recorder.returncode == 0, log
 
     from perfnb.store import Store
