@@ -67,13 +67,21 @@ def _read_intent(fs: pafs.FileSystem, path: str) -> dict[str, object] | None:
     return found if isinstance(found, dict) else None
 
 
-def day_files(fs: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
-    """The data files of one day directory, leaving out files a compaction replaced."""
+def day_files(
+    fs: pafs.FileSystem, directory: str, listed: Sequence[pafs.FileInfo] | None = None
+) -> list[pafs.FileInfo]:
+    """The data files of one day directory, leaving out files a compaction replaced.
+
+    ``listed`` is the directory's listing when the caller has it already.
+    """
     for attempt in range(2):
-        try:
-            infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
-        except OSError:
-            return []
+        if listed is not None and not attempt:
+            infos = list(listed)
+        else:
+            try:
+                infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+            except OSError:
+                return []
         files = [
             i for i in infos if i.base_name.endswith(".parquet") and i.base_name[0] not in "._"
         ]

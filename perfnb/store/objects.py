@@ -52,6 +52,7 @@ __all__ = [
     "days_with_files",
     "default_wal_dir",
     "is_object_store",
+    "listing_by_day",
     "open_uri",
     "parquet_bytes",
     "put_whole",
@@ -195,30 +196,45 @@ def claim_wal_dir(directory: Path, owner: str) -> None:
         )
 
 
-def days_with_files(fs: pafs.FileSystem, base: str, *, name: str | None = None) -> list[date]:
-    """The days under ``base`` (``date=YYYY-MM-DD`` prefixes) holding a data file, in order.
+def listing_by_day(fs: pafs.FileSystem, base: str) -> dict[date, list[pafs.FileInfo]]:
+    """Every file under ``base``'s ``date=YYYY-MM-DD`` prefixes, by day, from one listing.
 
-    One listing of every key under ``base`` (a few requests per thousand files)
-    instead of one per day; ``name`` keeps only files of that name. A prefix with
-    only a directory marker left (its files deleted) is not a day.
+    One listing of every key under ``base`` (a request per thousand keys) instead of
+    one per day. A prefix with only a directory marker left (its files deleted) is
+    not a day.
     """
     selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
-    out: set[date] = set()
+    out: dict[date, list[pafs.FileInfo]] = {}
     for info in fs.get_file_info(selector):
         if info.type != pafs.FileType.File:
-            continue
-        if name is not None and info.base_name != name:
-            continue
-        if not info.base_name.endswith(".parquet") or info.base_name[0] in "._":
             continue
         folder = info.path[len(base) + 1 :].split("/")
         if len(folder) != 2 or not folder[0].startswith("date="):
             continue
         try:
-            out.add(date.fromisoformat(folder[0][5:]))
+            day = date.fromisoformat(folder[0][5:])
         except ValueError:
             continue
-    return sorted(out)
+        out.setdefault(day, []).append(info)
+    return out
+
+
+def days_with_files(fs: pafs.FileSystem, base: str, *, name: str | None = None) -> list[date]:
+    """The days under ``base`` (``date=YYYY-MM-DD`` prefixes) holding a data file, in order.
+
+    ``name`` keeps only files of that name. See :func:`listing_by_day`.
+    """
+    return sorted(
+        day
+        for day, infos in listing_by_day(fs, base).items()
+        if any(_is_data(info, name) for info in infos)
+    )
+
+
+def _is_data(info: pafs.FileInfo, name: str | None) -> bool:
+    if name is not None and info.base_name != name:
+        return False
+    return bool(info.base_name.endswith(".parquet") and info.base_name[0] not in "._")
 
 
 def parquet_bytes(table: pa.Table, **options: Any) -> pa.Buffer:

@@ -9,7 +9,7 @@ and meet as the store's in-memory form: ``*_ms`` as float64 (``DOUBLE`` in DuckD
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -95,8 +95,13 @@ def read_files(
     filters: dict[str, Sequence[str] | None],
     include_load: bool,
     columns: list[str],
+    sizes: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
-    """Rows of ``files`` matching the filters, in time order, as pandas."""
+    """Rows of ``files`` matching the filters, in time order, as pandas.
+
+    ``sizes`` (each file's size, from a listing) spares a request per file in
+    object storage.
+    """
     if not files:
         return empty_frame(columns)
     table = read_table(
@@ -108,6 +113,7 @@ def read_files(
         filters=filters,
         include_load=include_load,
         columns=columns,
+        sizes=sizes,
     )
     return table_to_frame(table, columns)
 
@@ -130,6 +136,7 @@ def read_table(
     filters: dict[str, Sequence[str] | None],
     include_load: bool,
     columns: list[str],
+    sizes: Mapping[str, int] | None = None,
 ) -> pa.Table:
     """Rows of ``files`` (at least one) matching the filters, with ``time``, in file order."""
     condition = pc.scalar(True)
@@ -148,7 +155,13 @@ def read_table(
     wanted = columns if "time" in columns else [*columns, "time"]
     parts = []
     for schema, paths in by_layout(fs, files, known):
-        dataset = ds.dataset(paths, schema=schema, format="parquet", filesystem=fs)
+        if sizes is None:
+            dataset = ds.dataset(paths, schema=schema, format="parquet", filesystem=fs)
+        else:
+            # Sizes known: no request per file (pyarrow stats paths one by one) first.
+            parquet = ds.ParquetFileFormat()
+            fragments = [parquet.make_fragment(p, fs, file_size=sizes[p]) for p in paths]
+            dataset = ds.FileSystemDataset(fragments, schema, parquet, fs)
         parts.append(from_disk(dataset.to_table(columns=wanted, filter=condition)))
     return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 

@@ -264,16 +264,30 @@ class Store(StoreHistory):
     def files(self, start: TimeLike = None, end: TimeLike = None) -> list[str]:
         """The data files of the days overlapping ``[start, end)``, as filesystem paths."""
         first, last = to_utc(start, name="start"), to_utc(end, name="end")
-        out: list[str] = []
+        return [info.path for info in self._file_infos(first, last)]
+
+    def _file_infos(self, first: datetime | None, last: datetime | None) -> list[pafs.FileInfo]:
+        out: list[pafs.FileInfo] = []
+        if self.objects:  # one listing of the bucket's keys rather than one per day
+            listed = objects.listing_by_day(self.fs, self.events)
+            for day in self._days_in(first, last, sorted(listed)):
+                directory = f"{self.events}/{day_dir(day)}"
+                out.extend(compaction.day_files(self.fs, directory, listed[day]))
+            return out
         for day in self._days_in(first, last):
-            directory = f"{self.events}/{day_dir(day)}"
-            out.extend(i.path for i in compaction.day_files(self.fs, directory))
+            out.extend(compaction.day_files(self.fs, f"{self.events}/{day_dir(day)}"))
         return out
 
-    def _days_in(self, first: datetime | None, last: datetime | None) -> list[date]:
-        """The stored days overlapping ``[first, last)``."""
+    def _sizes(self, infos: Sequence[pafs.FileInfo]) -> dict[str, int] | None:
+        """Sizes to read ``infos`` by, in object storage (elsewhere a stat costs nothing)."""
+        return {i.path: int(i.size or 0) for i in infos} if self.objects else None
+
+    def _days_in(
+        self, first: datetime | None, last: datetime | None, days: list[date] | None = None
+    ) -> list[date]:
+        """The stored days (or ``days``) overlapping ``[first, last)``."""
         out = []
-        for day in self.days():
+        for day in self.days() if days is None else days:
             if first is not None and day < first.date():
                 continue
             if last is not None and datetime.combine(day, datetime.min.time(), UTC) >= last:
@@ -323,9 +337,10 @@ class Store(StoreHistory):
             "include_load": include_load or run_ids is not None,
             "columns": check_columns(columns),
         }
-        files = self.files(first, last)
+        infos = self._file_infos(first, last)
+        files = [info.path for info in infos]
         try:
-            return read_files(self.fs, files, self._layouts, **options)
+            return read_files(self.fs, files, self._layouts, sizes=self._sizes(infos), **options)
         except (OSError, StoreError, pa.ArrowException):
             if not compaction.vanished(self.fs, files):
                 raise
@@ -340,11 +355,14 @@ class Store(StoreHistory):
     def _read_day(self, day: date, options: dict[str, Any]) -> pa.Table | None:
         directory = f"{self.events}/{day_dir(day)}"
         for attempt in range(_ATTEMPTS):
-            files = [i.path for i in compaction.day_files(self.fs, directory)]
+            infos = compaction.day_files(self.fs, directory)
+            files = [i.path for i in infos]
             if not files:
                 return None
             try:
-                return read_table(self.fs, files, self._layouts, **options)
+                return read_table(
+                    self.fs, files, self._layouts, sizes=self._sizes(infos), **options
+                )
             except (OSError, StoreError, pa.ArrowException):
                 if attempt + 1 < _ATTEMPTS and compaction.vanished(self.fs, files):
                     continue
