@@ -363,7 +363,10 @@ def serve_wsgi(
     """Serve one WSGI request under the monitor's prefix.
 
     The stream is a generator that ends after ``FeedLimits.stream_seconds``; it
-    holds one worker thread of the WSGI server while it runs.
+    holds one worker thread of the WSGI server while it runs. Where the server
+    runs one request at a time per process (``wsgi.multithread`` false, as
+    gunicorn's sync workers) or with a fleet directory, it ends as soon as it
+    has sent what there is.
     """
     headers: dict[bytes, bytes] = {}
     for key, value in environ.items():
@@ -386,7 +389,10 @@ def serve_wsgi(
         action = action.then(body) if body is not None else action.too_large()
     if isinstance(action, OpenStream):
         start_response("200 OK", [(k.decode(), v.decode()) for k, v in _SSE_HEADERS])
-        return _stream_wsgi(monitor, action.cursor)
+        # A server that runs one request at a time per process (gunicorn's sync
+        # workers say so with wsgi.multithread false) must never be held by a feed.
+        hold = bool(environ.get("wsgi.multithread", False)) and action.cursor.poll_seconds is None
+        return _stream_wsgi(monitor, action.cursor, hold=hold)
     status = f"{action.status} {_REASONS.get(action.status, '')}".rstrip()
     start_response(status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in action.headers])
     return [b"" if request.method == "HEAD" else action.body]
@@ -415,7 +421,7 @@ def _read_wsgi_body(environ: dict[str, Any], limit: int) -> bytes | None:
     return None if len(data) > limit else data
 
 
-def _stream_wsgi(monitor: Monitor, cursor: StreamCursor) -> Iterator[bytes]:
+def _stream_wsgi(monitor: Monitor, cursor: StreamCursor, *, hold: bool) -> Iterator[bytes]:
 
     limits = monitor.limits
     waiter = ThreadWaiter()
@@ -431,10 +437,10 @@ def _stream_wsgi(monitor: Monitor, cursor: StreamCursor) -> Iterator[bytes]:
             if chunk:
                 yield chunk
                 continue
-            if cursor.poll_seconds is not None:
-                # A fleet's stream ends once caught up: a WSGI worker (a sync one serves
-                # one request at a time) is never held by a feed; the consumer comes
-                # back after the ``retry`` hint with its Last-Event-ID.
+            if not hold:
+                # Caught up: end, and the consumer comes back after the ``retry`` hint
+                # with its Last-Event-ID. A single-threaded worker stays free for the
+                # app, and a fleet's records from other processes wake nobody here.
                 break
             waiter.event.clear()
             waiter.armed = True
