@@ -32,6 +32,7 @@ import pytest
 from fsspec.implementations.arrow import ArrowFSWrapper
 from store_helpers import http
 
+from perfnb.analysis.compare import list_baselines, load_baseline, save_baseline
 from perfnb.errors import StoreError
 from perfnb.store import Store, objects
 from perfnb.store.export import main_export, read_export
@@ -264,6 +265,50 @@ def test_the_commands_take_a_bucket(
     out = tmp_path / "all.csv"
     assert main_export(["--store", root, "--out", str(out), "--no-progress"]) == 0
     assert len(read_export(out)) == sum(expected.values())
+
+
+def test_baselines_are_kept_in_the_bucket(s3: Endpoint, tmp_path: Path) -> None:
+    store = open_store("baselines", tmp_path)
+    build_days(store, 3)
+    saved = save_baseline(store, "before", start=TODAY - timedelta(days=2), end=TODAY)
+    assert list_baselines(store) == ["before"]
+    loaded = load_baseline(store, "before").routes
+    assert {r: s.count for r, s in loaded.items()} == {r: s.count for r, s in saved.routes.items()}
+    assert "baselines/before.json" in {k.split("/", 1)[1] for k in s3.keys("baselines")}
+
+
+class _BrokenUpload:
+    """A filesystem whose upload fails after publishing part of the object, as pyarrow can."""
+
+    def __init__(self, objects: dict[str, int]) -> None:
+        self.objects = objects
+
+    def open_output_stream(self, path: str) -> _BrokenUpload:
+        self.path = path
+        return self
+
+    def write(self, data: bytes) -> None:
+        self.objects[self.path] = len(data) // 2  # the part sent before the failure
+        raise OSError("connection reset")
+
+    def get_file_info(self, path: str) -> pafs.FileInfo:
+        if path in self.objects:
+            return pafs.FileInfo(path, pafs.FileType.File, size=self.objects[path])
+        return pafs.FileInfo(path, pafs.FileType.NotFound)
+
+    def delete_file(self, path: str) -> None:
+        del self.objects[path]
+
+
+def test_a_failed_upload_leaves_no_torn_object_under_a_new_name() -> None:
+    fs = _BrokenUpload({"b/old.parquet": 10})
+    with pytest.raises(OSError, match="connection reset"):
+        objects.put_whole(fs, "b/new.parquet", b"x" * 100, fresh=True)  # type: ignore[arg-type]
+    assert fs.objects == {"b/old.parquet": 10}
+    # An object that replaces another (a summary) is never deleted on a failure.
+    with pytest.raises(OSError, match="connection reset"):
+        objects.put_whole(fs, "b/old.parquet", b"x" * 100, fresh=False)  # type: ignore[arg-type]
+    assert "b/old.parquet" in fs.objects
 
 
 # -- raw readers -----------------------------------------------------------------------
