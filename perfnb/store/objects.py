@@ -16,6 +16,14 @@ before, and a PUT over an existing key replaces it whole. So on such a filesyste
 * keeps the append log on the local disk (:func:`default_wal_dir`), since an
   acknowledgement is a memory copy into a mapped local file.
 
+Reads list the bucket and take what the listing shows; a file deleted since (by a
+compaction or retention) makes them list the day again. A compaction is the one
+change of several objects: perfnb's readers follow its intent, which is uploaded
+before the merged file, so they rely on a listing showing an object once its
+upload returned, as AWS S3, MinIO and moto do. A raw glob over the bucket that
+lists a day between the merged file's upload and the deletes of the files it
+replaces counts that day twice.
+
 ``s3://bucket/prefix`` roots are opened here (:func:`open_uri`) rather than by
 ``pyarrow.fs.FileSystem.from_uri``, for one setting it cannot take: uploads that
 start only when the stream closes (``allow_delayed_open``), so a file under ~10 MB is

@@ -30,10 +30,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from fsspec.implementations.arrow import ArrowFSWrapper
+from report_support import T0 as REPORT_T0
+from report_support import fill
 from store_helpers import http
 
 from perfnb.analysis.compare import list_baselines, load_baseline, save_baseline
 from perfnb.errors import StoreError
+from perfnb.report import build_report
 from perfnb.store import Store, objects
 from perfnb.store.export import main_export, read_export
 from perfnb.store.retention import main_retention
@@ -309,6 +312,20 @@ def test_a_failed_upload_leaves_no_torn_object_under_a_new_name() -> None:
     with pytest.raises(OSError, match="connection reset"):
         objects.put_whole(fs, "b/old.parquet", b"x" * 100, fresh=False)  # type: ignore[arg-type]
     assert "b/old.parquet" in fs.objects
+
+
+@pytest.mark.slow
+def test_the_post_mortem_report_reads_a_bucket(
+    s3: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the default wal_dir
+    root = f"s3://{BUCKET}/report"
+    fill(root, minutes=3, per_minute=200)
+    end = REPORT_T0 + timedelta(minutes=3)
+    report = build_report(root, REPORT_T0, end, out=tmp_path / "r.html")
+    assert report.charts[:2] == ["timeline", "slowest"]
+    html = report.html.read_text(encoding="utf-8")
+    assert html.count("Plotly.newPlot") == len(report.charts)
 
 
 # -- raw readers -----------------------------------------------------------------------
