@@ -223,34 +223,34 @@ def build_days(store: Store, days: int) -> dict[date, int]:
 
 def test_summary_retention_and_export_against_the_bucket(s3: Endpoint, tmp_path: Path) -> None:
     store = open_store("history", tmp_path)
-    expected = build_days(store, 12)
-    assert len(store.close_days(today=TODAY)) == 11  # every closed day, summarised
+    expected = build_days(store, 9)
+    assert len(store.close_days(today=TODAY)) == 8  # every closed day, summarised
     summed = store.summary(by=("date",))
     assert dict(zip(summed["date"], summed["count"], strict=True)) == expected
 
-    plan = store.retention(detail_days=4, summary_days=8, today=TODAY)
-    assert plan.compact == tuple(TODAY - timedelta(days=a) for a in (3, 2, 1))
+    plan = store.retention(detail_days=3, summary_days=6, today=TODAY)
+    assert plan.compact == tuple(TODAY - timedelta(days=a) for a in (2, 1))
     result = plan.apply()
     assert result.blocked == {}
     assert result.problems == {}
-    assert len(result.deleted_detail) == 8
-    assert len(result.deleted_summaries) == 4
+    assert len(result.deleted_detail) == 6
+    assert len(result.deleted_summaries) == 3
 
     again = open_store("history", tmp_path)
-    assert again.days() == [TODAY - timedelta(days=a) for a in (3, 2, 1, 0)]
-    kept = {d: n for d, n in expected.items() if (TODAY - d).days < 8}
+    assert again.days() == [TODAY - timedelta(days=a) for a in (2, 1, 0)]
+    kept = {d: n for d, n in expected.items() if (TODAY - d).days < 6}
     summed = again.summary(by=("date",))
     assert dict(zip(summed["date"], summed["count"], strict=True)) == kept
-    assert again.partitions()["detail_files"].tolist() == [0, 0, 0, 0, 1, 1, 1, 2]
+    assert again.partitions()["detail_files"].tolist() == [0, 0, 0, 1, 1, 2]
     keys = s3.keys("history")
     assert not [k for k in keys if "retention" in k or "compact" in k]
     summaries = sorted(k for k in keys if k.endswith("/summary.parquet"))
     # Every day kept (all of them past days for the clock: reads summarised TODAY too).
-    assert len(summaries) == 8
+    assert len(summaries) == 6
 
     out = tmp_path / "out.jsonl"
     exported = again.export(out, progress=False)
-    assert exported.rows == sum(n for d, n in expected.items() if (TODAY - d).days < 4)
+    assert exported.rows == sum(n for d, n in expected.items() if (TODAY - d).days < 3)
     assert read_export(out).equals(again.read())
 
 
@@ -402,7 +402,7 @@ def test_kills_during_uploads_show_no_partial_file_and_lose_nothing_acknowledged
     for round_ in range(3):
         # A busy writer killed at a random moment: its converter is mid-upload more often than not.
         child = _spawn("write", root, wal, "killed", str(round_ * 1_000_000))
-        numbers, _ = _acknowledged(child, until=rng.randrange(2_000, 6_000))
+        numbers, _ = _acknowledged(child, until=rng.randrange(1_000, 3_000))
         acknowledged |= numbers | _kill(child)
     # One killed for sure in the middle of a multi-part upload of a batch.
     child = _spawn("upload-kill", root, wal, "killed", "9000000")
@@ -438,11 +438,11 @@ def test_retention_with_a_concurrent_reader_never_loses_a_count(
     s3: Endpoint, tmp_path: Path
 ) -> None:
     store = open_store("concurrent", tmp_path)
-    expected = build_days(store, 12)
+    expected = build_days(store, 9)
     # Half the closed days are summarised already; retention writes the others it keeps.
-    for age in range(1, 12, 2):
+    for age in range(1, 9, 2):
         store.summarize(TODAY - timedelta(days=age))
-    detail, summary = 3, 7
+    detail, summary = 2, 5
     lines: queue.Queue[str] = queue.Queue()
     broken: list[str] = []
     readers: list[subprocess.Popen[str]] = []
@@ -497,7 +497,7 @@ def test_retention_with_a_concurrent_reader_never_loses_a_count(
         if (line := lines.get()) != "pass":
             broken.append(line)
     assert result.blocked == {}
-    assert sorted(deleted.values()) == [2] * 9, "every deleted day went in two steps"
+    assert sorted(deleted.values()) == [2] * 7, "every deleted day went in two steps"
     assert broken[-1].startswith("reads "), broken
     assert broken[:-1] == [], "counts broke while retention ran"
 
@@ -505,7 +505,7 @@ def test_retention_with_a_concurrent_reader_never_loses_a_count(
     summed = after.summary(by=("date",))
     kept = {d: n for d, n in expected.items() if (TODAY - d).days < summary}
     assert dict(zip(summed["date"], summed["count"], strict=True)) == kept
-    assert [(TODAY - d).days for d in after._history.summary_days()] == list(range(6, -1, -1))
+    assert [(TODAY - d).days for d in after._history.summary_days()] == list(range(4, -1, -1))
 
 
 def test_the_examples_in_the_objects_module_run() -> None:
