@@ -446,9 +446,16 @@ class FeedConnection(Closing):
                 self.boot = boot
             if isinstance(listed, list):
                 for item in listed:
-                    if isinstance(item, dict) and isinstance(item.get("instance"), str | int):
-                        about = {k: v for k, v in item.items() if k != "instance"}
-                        self._instance_info[str(item["instance"])] = about
+                    if not isinstance(item, dict):
+                        continue
+                    # Events name a process by its boot where the list gives one
+                    # (a fleet's "instance" is then a longer host-pid-boot name).
+                    name = item.get("boot", item.get("instance"))
+                    if isinstance(name, str | int) and not isinstance(name, bool):
+                        about = {k: v for k, v in item.items() if k != "boot"}
+                        if about.get("instance") == name:
+                            del about["instance"]
+                        self._instance_info[str(name)] = about
         # Counted once per (old, new) pair: a stream reopened before anything new
         # arrived hears the same news again.
         pair = (str(previous), str(boot))
