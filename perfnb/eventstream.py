@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["SSEEvent", "SSEParser"]
+__all__ = ["SSEEvent", "SSEParser", "position_of"]
 
 
 class SSEEvent(NamedTuple):
@@ -109,3 +109,20 @@ class SSEParser:
         elif name == "retry" and value.isdigit() and value.isascii():
             self.retry = int(value)
         return None
+
+
+def position_of(event_id: str, boot: str) -> int:
+    """How far a perfnb feed's event id has read one app process (``boot``): 0 if not.
+
+    Ids are resume tokens to send back as they came; this reads one only to tell
+    whether a consumer caught up with a number the process's ``/control`` gave.
+    A one-process id is ``<boot>:<seq>``, a fleet's ``<boot>:<seq>,<boot>:<seq>,…``.
+
+    >>> position_of("ab:3,cd:9", "cd"), position_of("ab:3", "ab"), position_of("", "ab")
+    (9, 3, 0)
+    """
+    for part in event_id.split(","):
+        name, _, seq = part.strip().rpartition(":")
+        if name == boot and seq.isdigit():
+            return int(seq)
+    return 0

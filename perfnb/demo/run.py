@@ -38,6 +38,7 @@ from perfnb.demo.process import DemoAppProcess
 from perfnb.demo.summary import format_summary, summarise
 from perfnb.demo.traffic import TrafficResult, drive
 from perfnb.errors import ConfigError, PerfnbError
+from perfnb.eventstream import position_of
 from perfnb.feedclient import connect
 from perfnb.load.engine import check_target
 from perfnb.load.presets import PRESETS, build_preset
@@ -49,11 +50,6 @@ from perfnb.store import Store
 __all__ = ["main_demo", "run_demo"]
 
 FEED = "/api/performance-metrics"
-
-
-def _feed_seq(event_id: str) -> int:
-    _, _, seq = event_id.rpartition(":")
-    return int(seq) if seq.isdigit() else 0
 
 
 def run_demo(
@@ -128,11 +124,12 @@ def run_demo(
         result, load_result = asyncio.run(both())
         say(_traffic_line(result))
         with httpx.Client(base_url=app.url, timeout=10.0) as admin:
-            last = int(admin.get(FEED + "/control").json()["seq"])
+            state = admin.get(FEED + "/control").json()
+            boot, last = str(state["boot"]), int(state["seq"])
             for tagged in (run_id, load_run_id):
                 if tagged is not None:
                     admin.delete(f"/api/admin/runs/{tagged}").raise_for_status()
-        if not feed.wait_for(lambda c: _feed_seq(c.last_event_id) >= last, timeout=20.0):
+        if not feed.wait_for(lambda c: position_of(c.last_event_id, boot) >= last, timeout=20.0):
             say(f"warning: the feed delivered up to {feed.last_event_id!r} of {last} records")
         feed.close()
         stats = feed.stats()

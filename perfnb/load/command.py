@@ -88,8 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _app_seq(target: Target) -> int:
-    """The app's newest record number (its perfnb control endpoint), 0 when unknown."""
+def _app_seq(target: Target) -> tuple[str, int]:
+    """The answering app process and its newest record number (its perfnb control
+    endpoint): ``(boot, seq)``, ``("", 0)`` when unknown."""
     token = os.environ.get("PERFNB_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = urllib.request.Request(
@@ -98,16 +99,10 @@ def _app_seq(target: Target) -> int:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(request, timeout=5.0) as answer:
-            return int(json.loads(answer.read()).get("seq", 0))
+            doc = json.loads(answer.read())
+            return str(doc.get("boot", "")), int(doc.get("seq", 0))
     except (OSError, ValueError, TypeError, AttributeError):
-        return 0
-
-
-def _seq(last_event_id: str) -> int:
-    try:
-        return int(last_event_id.rsplit(":", 1)[1])
-    except (IndexError, ValueError):
-        return 0
+        return "", 0
 
 
 @contextlib.contextmanager
@@ -116,6 +111,7 @@ def _app_records(target: Target, levels: LevelRecorder, *, follow: bool) -> Iter
     if not follow:
         yield
         return
+    from perfnb.eventstream import position_of
     from perfnb.feedclient import connect
 
     feed = connect(target.url, sink=levels, since="now", backoff=(0.25, 1.0))
@@ -125,10 +121,10 @@ def _app_records(target: Target, levels: LevelRecorder, *, follow: bool) -> Iter
             lambda c: c.connected or c.error is not None or c.connect_failures > 0, timeout=5.0
         )
         yield
-        last = _app_seq(target) if feed.connected else 0
+        boot, last = _app_seq(target) if feed.connected else ("", 0)
         if last:
             # the feed batches for up to 50 ms: wait (bounded) until it has caught up
-            feed.wait_for(lambda c: _seq(c.last_event_id) >= last, timeout=10.0)
+            feed.wait_for(lambda c: position_of(c.last_event_id, boot) >= last, timeout=10.0)
     finally:
         feed.close()
 
