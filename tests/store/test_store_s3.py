@@ -14,13 +14,11 @@ import os
 import queue
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ import pytest
 from fsspec.implementations.arrow import ArrowFSWrapper
 from report_support import T0 as REPORT_T0
 from report_support import fill
+from s3_support import BUCKET, Endpoint, moto_s3
 from store_helpers import http
 
 from perfnb.analysis.compare import list_baselines, load_baseline, save_baseline
@@ -42,75 +41,12 @@ from perfnb.store.export import main_export, read_export
 from perfnb.store.retention import main_retention
 
 CHILD = Path(__file__).with_name("s3_child.py")
-BUCKET = "perfnb-tests"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    url: str
-    fs: pafs.S3FileSystem
-
-    def keys(self, prefix: str) -> dict[str, int]:
-        """Every object under ``prefix`` of the bucket, directory markers included."""
-        selector = pafs.FileSelector(f"{BUCKET}/{prefix}", recursive=True, allow_not_found=True)
-        return {
-            i.path[len(BUCKET) + 1 :]: int(i.size or 0)
-            for i in self.fs.get_file_info(selector)
-            if i.type == pafs.FileType.File
-        }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    home = tmp_path_factory.mktemp("aws")
-    settings = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": url,
-        # Nothing from this machine's own profiles or an instance's metadata service.
-        "AWS_CONFIG_FILE": str(home / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in settings.items():
-            patch.setenv(name, value)
-        patch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        patch.delenv("AWS_PROFILE", raising=False)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("moto's server did not start") from None
-                    time.sleep(0.1)
-            fs = pafs.S3FileSystem(
-                endpoint_override=f"127.0.0.1:{port}", scheme="http", allow_bucket_creation=True
-            )
-            fs.create_dir(BUCKET)
-            yield Endpoint(url, fs)
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
-            log.close()
+    with moto_s3(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
 
 
 def open_store(name: str, tmp_path: Path, **options: Any) -> Store:
