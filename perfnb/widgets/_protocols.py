@@ -73,7 +73,12 @@ class AlertItem(TypedDict):
 
 
 class UpdateMsg(TypedDict):
-    """Kernel → browser: new or changed seconds (``reset``: replace everything)."""
+    """Kernel → browser: new or changed seconds (``reset``: replace everything).
+
+    ``instances`` maps each host seen in the window to its app instances
+    (``"<host>-<pid>-<boot>"``); records naming none appear as host ``""``
+    holding the instance ``""``.
+    """
 
     type: Literal["update"]
     reset: bool
@@ -85,6 +90,7 @@ class UpdateMsg(TypedDict):
     alerts: list[AlertItem]
     routes: list[str]
     sources: list[str]
+    instances: dict[str, list[str]]
     stats: dict[str, int]
 
 

@@ -2,11 +2,15 @@
 
 :class:`Aggregator` takes records as they stream in and keeps, for each second
 of the last ``max_window`` seconds, small cells of raw figures per
-``(route, source, load or not)``: enough to summarise the second again under
-other filters (routes, sources, load and perfnb's own traffic in or out) without
-going back to the stream. A summary (:class:`~perfnb.widgets._protocols.SecondSummary`)
-holds per-route p50/p95/p99, throughput, errors, the server/network split,
-process memory and CPU, Web Vitals and the polling cadence.
+``(route, source, load or not, instance)``: enough to summarise the second again
+under other filters (routes, sources, app instances or hosts, load and perfnb's
+own traffic in or out) without going back to the stream. At most
+``max_instances`` instances (``tags["instance"]``, one per app process) are kept
+apart within the window; records of further ones count as ``"(other)"``, so
+recycled workers cannot grow the cells without bound. A summary
+(:class:`~perfnb.widgets._protocols.SecondSummary`) holds per-route p50/p95/p99,
+throughput, errors, the server/network split, process memory and CPU, Web Vitals
+and the polling cadence.
 
 Summaries are cached per second; :meth:`Aggregator.take_dirty` returns the seconds
 changed since the last call, so the dashboard sends only those. The cells, the
@@ -44,6 +48,7 @@ from perfnb.widgets.buckets import (
     selected,
     summarise,
 )
+from perfnb.widgets.instances import OTHER_INSTANCE, instance_in
 
 __all__ = ["Aggregator", "Filters", "is_error"]
 
@@ -61,11 +66,13 @@ class Aggregator:
         self,
         *,
         max_window: int = 600,
+        max_instances: int = 64,
         polling_routes: Callable[[str], bool] | None = None,
         filters: Filters | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.max_window = max_window
+        self.max_instances = max_instances
         self.filters = filters or Filters()
         self._is_poll = polling_routes or (lambda route: "poll" in route.lower())
         self._clock = clock
@@ -75,6 +82,8 @@ class Aggregator:
         self._last_poll: dict[tuple[str, str, str], float] = {}
         self._routes: set[str] = set()
         self._sources: set[str] = set()
+        # instance -> the last second it was counted in (kept to the window)
+        self._instances: dict[str, int] = {}
         self._has_server_http = False
         self._lock = threading.Lock()
         self.stats = {"records": 0, "late": 0, "ignored": 0}
@@ -85,6 +94,8 @@ class Aggregator:
         added = 0
         with self._lock:
             oldest = int(self._clock()) - self.max_window
+            # the window moves on first, so instances gone from it free their places
+            self._evict(oldest)
             for rec in records:
                 stamp = rec.get("time")
                 if stamp is None:
@@ -105,16 +116,16 @@ class Aggregator:
                     rec.get("client"),
                     rec.get("name"),
                     rec.get("value"),
+                    instance_in(rec.get("tags")),
                 ):
                     added += 1
-            self._evict(oldest)
         return added
 
     def add_frame(self, frame: Any) -> int:
         """Add the rows of a stream frame (a pandas DataFrame of the record schema)."""
         if frame is None or len(frame) == 0:
             return 0
-        cols = {}
+        cols: dict[str, list[Any]] = {}
         for name in (
             "time",
             "source",
@@ -139,13 +150,17 @@ class Aggregator:
                     cols[name] = series.astype(object).where(series.notna(), None).tolist()
             else:
                 cols[name] = [None] * len(frame)
+        if "tags" in frame.columns:
+            cols["instance"] = [instance_in(tags) for tags in frame["tags"]]
+        else:
+            cols["instance"] = [""] * len(frame)
         added = 0
         with self._lock:
             oldest = int(self._clock()) - self.max_window
+            self._evict(oldest)
             for row in zip(*cols.values(), strict=True):
                 if self._add(row[0], oldest, row[1] or "", row[2] or "", *row[3:]):
                     added += 1
-            self._evict(oldest)
         return added
 
     def _add(
@@ -163,11 +178,14 @@ class Aggregator:
         client: str | None,
         name: str | None,
         value: float | None,
+        instance: str,
     ) -> bool:
         second = int(when)
         if second < oldest:
             self.stats["late"] += 1
             return False
+        if instance not in self._instances and len(self._instances) >= self.max_instances:
+            instance = OTHER_INSTANCE
         bucket = self._seconds.get(second)
         if bucket is None:
             bucket = self._seconds[second] = Second()
@@ -176,7 +194,7 @@ class Aggregator:
         is_load = bool(run_id)
         perfnb_own = source == "perfnb" or kind == "overhead"
         if kind in HTTP_KINDS and duration is not None:
-            key = (route or "(unknown)", source, is_load)
+            key = (route or "(unknown)", source, is_load, instance)
             cells = bucket.perfnb_cells if perfnb_own else bucket.cells
             cell = cells.get(key)
             if cell is None:
@@ -203,14 +221,16 @@ class Aggregator:
                         cell.poll_intervals.append(when - last)
                     self._last_poll[last_key] = when
         elif kind == "process" and name and value is not None:
-            bucket.process[name] = float(value)
+            bucket.process.setdefault(instance, {})[name] = float(value)
         elif kind == "vital" and name and value is not None:
-            bucket.vitals.setdefault(name, []).append(float(value))
+            bucket.vitals.setdefault(instance, {}).setdefault(name, []).append(float(value))
         else:
             self.stats["ignored"] += 1
             bucket.records -= 1
             self.stats["records"] -= 1
             return False
+        if self._instances.get(instance, oldest - 1) < second:
+            self._instances[instance] = second
         self._dirty.add(second)
         self._cache.pop(second, None)
         return True
@@ -220,6 +240,9 @@ class Aggregator:
             del self._seconds[second]
             self._cache.pop(second, None)
             self._dirty.discard(second)
+        gone = [name for name, last in self._instances.items() if last < oldest]
+        for name in gone:
+            del self._instances[name]
         if len(self._last_poll) > 10_000:
             # clients that stopped polling long ago are forgotten; the map stays bounded
             cutoff = self._clock() - self.max_window
@@ -229,7 +252,7 @@ class Aggregator:
     def set_filters(self, **changes: Any) -> Filters:
         """Change filters (fields of :class:`Filters`); every cached summary is redone."""
         with self._lock:
-            for key in ("routes", "sources"):
+            for key in ("routes", "sources", "instances"):
                 if key in changes:
                     changes[key] = frozenset(changes[key] or ())
             self.filters = replace(self.filters, **changes)
@@ -247,6 +270,12 @@ class Aggregator:
     def sources(self) -> list[str]:
         with self._lock:
             return sorted(self._sources)
+
+    @property
+    def instances(self) -> list[str]:
+        """Every instance counted in the window, sorted (``""``: records naming none)."""
+        with self._lock:
+            return sorted(self._instances)
 
     def effective_sources(self) -> frozenset[str]:
         """The sources the charts count now (resolving "auto")."""
@@ -306,7 +335,7 @@ class Aggregator:
             for second, bucket in self._seconds.items():
                 if second < start:
                     continue
-                for (route, _source, _load), cell in selected(bucket, self.filters, sources):
+                for (route, _source, _load, _inst), cell in selected(bucket, self.filters, sources):
                     parts.append(np.frombuffer(cell.durations, dtype=np.float32))
                     errors += cell.errors
                     timeouts += cell.timeouts
@@ -315,10 +344,11 @@ class Aggregator:
                         poll_errors += cell.errors if self._is_poll(route) else 0
                         intervals.extend(cell.poll_intervals)
                         last_poll = second if last_poll is None else max(last_poll, second)
-                for name, values in bucket.vitals.items():
+                for name, values in bucket.vitals_of(self.filters.instances).items():
                     vitals.setdefault(name, []).extend(values)
-                if "rss_bytes" in bucket.process:
-                    rss.append(bucket.process["rss_bytes"] / _MB)
+                sample = bucket.process_value("rss_bytes", self.filters.instances)
+                if sample is not None:
+                    rss.append(sample / _MB)
             durations = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
             return {
                 "count": len(durations),
@@ -343,7 +373,7 @@ class Aggregator:
             for second, bucket in self._seconds.items():
                 if second < start:
                     continue
-                for (route, _source, _load), cell in selected(bucket, self.filters, sources):
+                for (route, _source, _load, _inst), cell in selected(bucket, self.filters, sources):
                     fig = out.setdefault(route, {"count": 0, "errors": 0, "timeouts": 0})
                     fig["count"] += len(cell.durations)
                     fig["errors"] += cell.errors

@@ -1,13 +1,14 @@
-"""One second of the live dashboard: raw figures per route and source, and its summary.
+"""One second of the live dashboard: raw figures per route, source and instance, and its summary.
 
 :class:`Second` holds, for one second, a :class:`Cell` of raw figures per
-``(route, source, load or not)`` (perfnb's own traffic apart), the last process
-sample and the Web Vitals. :func:`summarise` turns it into the
+``(route, source, load or not, instance)`` (perfnb's own traffic apart), the
+last process sample and the Web Vitals of each instance (``""``: records naming
+none). :func:`summarise` turns it into the
 :class:`~perfnb.widgets._protocols.SecondSummary` the browser draws, under
 :class:`Filters`; :class:`~perfnb.widgets.aggregate.Aggregator` keeps the seconds.
 
 >>> second = Second()
->>> cell = second.cells[("/api/x", "server", False)] = Cell()
+>>> cell = second.cells[("/api/x", "server", False, "")] = Cell()
 >>> cell.durations.append(12.0)
 >>> summarise(100, second, Filters(), frozenset({"server"}))["lat"]
 {'/api/x': [12.0, 12.0, 12.0]}
@@ -24,6 +25,7 @@ from typing import Final
 import numpy as np
 
 from perfnb.widgets._protocols import SecondSummary
+from perfnb.widgets.instances import matches
 
 __all__ = [
     "CLIENT_SOURCES",
@@ -31,6 +33,7 @@ __all__ = [
     "TIMEOUT_STATUSES",
     "Cell",
     "Filters",
+    "Key",
     "Second",
     "is_error",
     "selected",
@@ -46,6 +49,9 @@ NO_RESPONSE: Final = 0
 #: Answers that say a deadline passed (gateway and request timeouts).
 TIMEOUT_STATUSES: Final = frozenset({408, 504})
 _MB: Final = 1024.0 * 1024.0
+
+#: A cell's key: ``(route, source, load or not, instance)``.
+Key = tuple[str, str, bool, str]
 
 
 def is_error(status: int | None, error_type: str | None) -> bool:
@@ -69,17 +75,20 @@ class Filters:
 
     ``routes``/``sources`` empty mean "all" and "auto" (the server's own records
     when there are any, otherwise every source), so the same request seen by a
-    client and by the server is not counted twice.
+    client and by the server is not counted twice. ``instances`` empty means every
+    instance; otherwise each entry is an instance or a host (all its processes),
+    and ``""`` stands for records naming no instance (see :mod:`.instances`).
     """
 
     exclude_load: bool = True
     exclude_perfnb: bool = True
     routes: frozenset[str] = frozenset()
     sources: frozenset[str] = frozenset()
+    instances: frozenset[str] = frozenset()
 
 
 class Cell:
-    """Raw figures of one second for one (route, source, load?) key."""
+    """Raw figures of one second for one (route, source, load?, instance) key."""
 
     __slots__ = (
         "durations",
@@ -105,11 +114,36 @@ class Cell:
 
 @dataclass(slots=True)
 class Second:
-    cells: dict[tuple[str, str, bool], Cell] = field(default_factory=dict)
-    perfnb_cells: dict[tuple[str, str, bool], Cell] = field(default_factory=dict)
-    process: dict[str, float] = field(default_factory=dict)
-    vitals: dict[str, list[float]] = field(default_factory=dict)
+    cells: dict[Key, Cell] = field(default_factory=dict)
+    perfnb_cells: dict[Key, Cell] = field(default_factory=dict)
+    #: instance -> the last sample of each process metric in this second
+    process: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: instance -> Web Vital -> values
+    vitals: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     records: int = 0
+
+    def process_value(self, name: str, instances: frozenset[str]) -> float | None:
+        """The process metric ``name`` of the chosen instances, the largest when several.
+
+        Processes are sampled on their own requests, not all in every second: the
+        largest sample shows a leak in any one of them, where a sum would jump with
+        whichever processes happened to be sampled. One instance gives its own line.
+        """
+        values = [
+            sample[name]
+            for instance, sample in self.process.items()
+            if name in sample and matches(instance, instances)
+        ]
+        return max(values) if values else None
+
+    def vitals_of(self, instances: frozenset[str]) -> dict[str, list[float]]:
+        """Web Vital -> values of the chosen instances."""
+        out: dict[str, list[float]] = {}
+        for instance, vitals in self.vitals.items():
+            if matches(instance, instances):
+                for name, values in vitals.items():
+                    out.setdefault(name, []).extend(values)
+        return out
 
 
 def _median(values: Sequence[float]) -> float:
@@ -130,7 +164,7 @@ def _r(value: float) -> float:
 
 def selected(
     bucket: Second, filters: Filters, sources: frozenset[str]
-) -> Iterable[tuple[tuple[str, str, bool], Cell]]:
+) -> Iterable[tuple[Key, Cell]]:
     """The cells of ``bucket`` the charts count under ``filters`` and ``sources``."""
     f = filters
     groups = [bucket.cells.items()]
@@ -138,10 +172,12 @@ def selected(
         groups.append(bucket.perfnb_cells.items())
     for items in groups:
         for key, cell in items:
-            route, source, is_load = key
+            route, source, is_load, instance = key
             if f.exclude_load and is_load:
                 continue
             if f.routes and route not in f.routes:
+                continue
+            if f.instances and not matches(instance, f.instances):
                 continue
             if source not in sources and not (source == "perfnb" and not f.exclude_perfnb):
                 continue
@@ -150,12 +186,14 @@ def selected(
 
 def _split_cells(bucket: Second, filters: Filters) -> Iterable[Cell]:
     f = filters
-    for (route, source, is_load), cell in bucket.cells.items():
+    for (route, source, is_load, instance), cell in bucket.cells.items():
         if source not in CLIENT_SOURCES or not cell.split:
             continue
         if f.exclude_load and is_load:
             continue
         if f.routes and route not in f.routes:
+            continue
+        if f.instances and not matches(instance, f.instances):
             continue
         yield cell
 
@@ -168,7 +206,7 @@ def summarise(
     errors = 0
     polls = 0
     intervals: list[float] = []
-    for (route, _source, _load), cell in selected(bucket, filters, sources):
+    for (route, _source, _load, _instance), cell in selected(bucket, filters, sources):
         by_route.setdefault(route, []).append(cell.durations)
         errors += cell.errors
         polls += cell.polls
@@ -198,12 +236,15 @@ def summarise(
     if count:
         out["srv"] = _r(sum(c.srv_sum for c in split) / count)
         out["net"] = _r(sum(c.net_sum for c in split) / count)
-    if "rss_bytes" in bucket.process:
-        out["rss"] = _r(bucket.process["rss_bytes"] / _MB)
-    if "cpu_percent" in bucket.process:
-        out["cpu"] = _r(bucket.process["cpu_percent"])
-    if bucket.vitals:
-        out["vit"] = {name: _r(_p75(v)) for name, v in bucket.vitals.items()}
+    rss = bucket.process_value("rss_bytes", filters.instances)
+    if rss is not None:
+        out["rss"] = _r(rss / _MB)
+    cpu = bucket.process_value("cpu_percent", filters.instances)
+    if cpu is not None:
+        out["cpu"] = _r(cpu)
+    vitals = bucket.vitals_of(filters.instances)
+    if vitals:
+        out["vit"] = {name: _r(_p75(v)) for name, v in vitals.items()}
     if polls:
         out["polls"] = polls
         if intervals:

@@ -38,6 +38,7 @@ from perfnb.widgets import _protocols as p
 from perfnb.widgets._base import ChartWidget, LazyEsm
 from perfnb.widgets.aggregate import Aggregator, Filters
 from perfnb.widgets.charts import dashboard_figures
+from perfnb.widgets.instances import by_host, keep_records, keep_rows
 from perfnb.widgets.lights import AlertLog
 from perfnb.widgets.livehealth import LiveHealth
 from perfnb.widgets.readouts import Readouts
@@ -84,6 +85,14 @@ def _check_sources(sources: Iterable[str]) -> list[str]:
     return out
 
 
+def _check_instances(instances: Iterable[str]) -> list[str]:
+    out = list(instances)
+    wrong = [i for i in out if not isinstance(i, str)]
+    if wrong:
+        raise ConfigError(f"instances: got {wrong!r}; expected instance names or host names (str)")
+    return out
+
+
 class Dashboard(ChartWidget):
     """Live charts of a :class:`~perfnb.stream.Stream`, with health lights and alerts.
 
@@ -92,7 +101,20 @@ class Dashboard(ChartWidget):
     (in the widget and as traits): ``exclude_load`` (records with a ``run_id``),
     ``exclude_perfnb`` (perfnb's own endpoints and overhead), ``routes`` and
     ``sources`` (empty: all routes; auto sources, i.e. the server's own records
-    when there are any), ``paused``, ``window`` (seconds shown).
+    when there are any), ``instances``, ``paused``, ``window`` (seconds shown).
+
+    ``instances`` narrows everything to some app processes: each entry is a whole
+    instance (``tags["instance"]``, ``"<host>-<pid>-<boot>"``, set by a server with
+    a fleet directory) or a host (every process of that host); empty means all.
+    Records naming no instance (a single-process app, the notebook's own client
+    and load-run records) count as instance ``""``: with a filter set they are
+    shown only when ``""`` is one of the entries, because a view narrowed to one
+    worker should hold only what that worker did; add ``""`` to see them beside it.
+    (Browser records that came through a fleet's feed name the process that took
+    the beacon, and follow the filter like that process's own records.)
+    The charts, the health lights and the overhead readout follow the filter; the
+    load run's bottleneck readout and ``alert`` records from the stream stay
+    whole-app. Each update lists the instances seen, by host, for the picker.
 
     Lights and alerts: the health engine's states (``apiPolling``,
     ``serverResponse``, ``clientPerformance``), its alerts (runaway, degradation,
@@ -103,6 +125,7 @@ class Dashboard(ChartWidget):
 
     >>> dash = Dashboard(stream, window=120, exclude_load=False)  # doctest: +SKIP
     >>> dash.routes = ["/api/poll"]                               # doctest: +SKIP
+    >>> dash.instances = ["web_1"]      # every process of host web_1  # doctest: +SKIP
     """
 
     _esm = LazyEsm("dashboard")
@@ -113,6 +136,7 @@ class Dashboard(ChartWidget):
     exclude_perfnb = traitlets.Bool(True).tag(sync=True)
     routes = traitlets.List(traitlets.Unicode()).tag(sync=True)
     sources = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    instances = traitlets.List(traitlets.Unicode()).tag(sync=True)
     paused = traitlets.Bool(False).tag(sync=True)
     max_routes = traitlets.Int(6).tag(sync=True)
     #: One-line readouts: ``overhead`` (perfnb's share of server time, last minute) and
@@ -129,6 +153,7 @@ class Dashboard(ChartWidget):
         exclude_perfnb: bool = True,
         routes: Sequence[str] = (),
         sources: Sequence[str] = (),
+        instances: Sequence[str] = (),
         paused: bool = False,
         title: str = "perfnb · live",
         every: float = 0.5,
@@ -153,6 +178,7 @@ class Dashboard(ChartWidget):
             exclude_perfnb=exclude_perfnb,
             routes=list(routes),
             sources=_check_sources(sources),
+            instances=_check_instances(instances),
             paused=paused,
             max_routes=max_routes,
         )
@@ -165,6 +191,7 @@ class Dashboard(ChartWidget):
                 exclude_perfnb=exclude_perfnb,
                 routes=frozenset(routes),
                 sources=frozenset(sources),
+                instances=frozenset(instances),
             ),
             clock=clock,
         )
@@ -191,7 +218,7 @@ class Dashboard(ChartWidget):
         if history:
             past = stream.frame(window=max_window)
             self.aggregator.add_frame(past)
-            self.live_health.replay(past)
+            self.live_health.replay(keep_rows(past, self.aggregator.filters.instances))
         self._every = every
         self._last_push = 0.0
         # big batches: a burst must not turn into more than two messages a second
@@ -199,7 +226,8 @@ class Dashboard(ChartWidget):
             self._on_records, every=every, max_batch=200_000
         )
         self.observe(
-            self._on_filters, names=["exclude_load", "exclude_perfnb", "routes", "sources"]
+            self._on_filters,
+            names=["exclude_load", "exclude_perfnb", "routes", "sources", "instances"],
         )
         self.observe(self._on_window, names=["window"])
         self.observe(self._on_paused, names=["paused"])
@@ -209,7 +237,7 @@ class Dashboard(ChartWidget):
         try:
             self.aggregator.add_records(records)
             # the engine runs here, on the stream's thread: the kernel only reads its lights
-            self.live_health.observe(records)
+            self.live_health.observe(keep_records(records, self.aggregator.filters.instances))
             for rec in records:
                 if rec.get("kind") == "alert":
                     self.live_health.add_alert_record(rec)
@@ -227,14 +255,15 @@ class Dashboard(ChartWidget):
         if not self.paused and getattr(self, "_subscription", None) is not None:
             self.push_update(reset=False)
 
-    def _update_readouts(self, records: list[Record]) -> None:
+    def _update_readouts(self, records: list[Record], *, overhead_now: bool = False) -> None:
         try:
             state = self.readout_state
             if state.take(records) and state.bottleneck is not None and state.bottleneck.found:
                 run = state.bottleneck_run
                 self.alerts.add("info", "load", f"load run {run}: {state.bottleneck.describe()}")
-            if state.overhead_due():
-                state.update_overhead(self._stream.frame(window=60))
+            if overhead_now or state.overhead_due():
+                chosen = self.aggregator.filters.instances
+                state.update_overhead(keep_rows(self._stream.frame(window=60), chosen))
             text = state.text()
             if text != self.readouts:
                 self.readouts = text
@@ -247,12 +276,17 @@ class Dashboard(ChartWidget):
         name, new = change["name"], change["new"]
         if name == "sources":
             _check_sources(new)
-        self.aggregator.set_filters(**{name: new})
-        if name == "exclude_load":
-            # the engine judges load traffic or not from the start: replay the history kept
-            self.live_health.replay(
-                self._stream.frame(window=self.max_window), include_load=not new
-            )
+        if name == "instances":
+            _check_instances(new)
+        filters = self.aggregator.set_filters(**{name: new})
+        if name in ("exclude_load", "instances"):
+            # the engine judges load traffic or not, and which processes, from the
+            # start: replay the history the stream keeps
+            past = keep_rows(self._stream.frame(window=self.max_window), filters.instances)
+            self.live_health.replay(past, include_load=not filters.exclude_load)
+        if name == "instances":
+            # the overhead readout is worked out again, for these processes, at once
+            self._update_readouts([], overhead_now=True)
         self.push_update(reset=True)
 
     def _on_window(self, change: Mapping[str, Any]) -> None:
@@ -293,6 +327,7 @@ class Dashboard(ChartWidget):
                 "alerts": self.alerts.items[:20],
                 "routes": agg.routes,
                 "sources": agg.sources,
+                "instances": by_host(agg.instances),
                 "stats": dict(agg.stats),
             }
             self.send(msg)

@@ -36,6 +36,7 @@ function modelState(model) {
       alerts: [],
       routes: [],
       sources: [],
+      instances: {},
       stats: {},
       now: 0,
       paused: false,
@@ -73,6 +74,7 @@ function onMessage(model, msg, buffers) {
   st.alerts = msg.alerts;
   st.routes = msg.routes;
   st.sources = msg.sources;
+  st.instances = msg.instances || {};
   st.stats = msg.stats;
   st.paused = msg.paused;
   st.version += 1;
@@ -252,6 +254,49 @@ function renderControls(model, st, root) {
   });
   const routesSel = h("select", { multiple: true, size: 3, "data-control": "routes", title: "routes (none selected: all)" });
   const sourcesBox = h("span", { class: "perfnb-sources", "data-control": "sources" });
+  // one group per host: the host itself (all its processes), then each process
+  const instSel = h("select", {
+    multiple: true,
+    size: 3,
+    "data-control": "instances",
+    title: "app processes, or a whole host (none selected: all)",
+  });
+  const instLabel = h("label", { class: "perfnb-instances" }, "instances ", instSel);
+  const paintInstances = () => {
+    const chosen = new Set(model.get("instances"));
+    const groups = Object.assign({}, st.instances);
+    const seen = new Set(Object.entries(groups).flatMap(([host, list]) => [host, ...list]));
+    for (const c of chosen) {
+      if (!seen.has(c)) {
+        groups[c] = [];
+      }
+    }
+    const known = JSON.stringify(Object.entries(groups).sort());
+    if (instSel.dataset.known !== known) {
+      instSel.dataset.known = known;
+      instSel.replaceChildren(
+        ...Object.keys(groups)
+          .sort()
+          .map((host) => {
+            if (host === "") {
+              return h("option", { value: "", textContent: "(no instance)" });
+            }
+            const procs = groups[host].filter((i) => i !== host);
+            return h(
+              "optgroup",
+              { label: host },
+              h("option", { value: host, textContent: `all of ${host}` }),
+              ...procs.map((i) => h("option", { value: i, textContent: i.startsWith(`${host}-`) ? i.slice(host.length + 1) : i })),
+            );
+          }),
+      );
+    }
+    for (const o of instSel.options) {
+      o.selected = chosen.has(o.value);
+    }
+    // one process and nothing chosen: nothing to pick from
+    instLabel.style.display = instSel.options.length > 1 || chosen.size ? "" : "none";
+  };
   const paintChoices = () => {
     const chosen = new Set(model.get("routes"));
     const known = [...new Set([...st.routes, ...chosen])].sort();
@@ -280,13 +325,19 @@ function renderControls(model, st, root) {
     for (const box of sourcesBox.querySelectorAll("input")) {
       box.checked = srcChosen.has(box.value);
     }
+    paintInstances();
   };
   routesSel.addEventListener("change", () => {
     model.set("routes", [...routesSel.selectedOptions].map((o) => o.value));
     model.save_changes();
   });
+  instSel.addEventListener("change", () => {
+    model.set("instances", [...instSel.selectedOptions].map((o) => o.value));
+    model.save_changes();
+  });
   model.on("change:routes", paintChoices);
   model.on("change:sources", paintChoices);
+  model.on("change:instances", paintChoices);
   root.append(
     h("label", {}, load, " exclude load tests"),
     h("label", {}, own, " exclude perfnb's own traffic"),
@@ -294,6 +345,7 @@ function renderControls(model, st, root) {
     h("label", {}, "window ", windowSel),
     h("label", { class: "perfnb-routes" }, "routes ", routesSel),
     h("label", {}, "sources (none: auto) ", sourcesBox),
+    instLabel,
   );
   return paintChoices;
 }
