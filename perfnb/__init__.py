@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from perfnb.collect.har import read_har
     from perfnb.collect.httpx import instrument, uninstrument
     from perfnb.feedclient import FeedConnection, connect
+    from perfnb.feedgroup import FeedGroup
     from perfnb.load import Histogram, LoadRun, RunResult, run_load, run_single_user
     from perfnb.load.capacity import find_capacity
     from perfnb.load.impact import measure_impact
@@ -49,6 +50,7 @@ __all__ = [
     "ConfigError",
     "ExportResult",
     "FeedConnection",
+    "FeedGroup",
     "HealthConfig",
     "HealthEngine",
     "Histogram",
@@ -89,6 +91,7 @@ __all__ = [
 _LAZY = {
     "ExportResult": "perfnb.store.export",
     "FeedConnection": "perfnb.feedclient",
+    "FeedGroup": "perfnb.feedgroup",
     "HealthConfig": "perfnb.analysis.healthconfig",
     "HealthEngine": "perfnb.analysis.health",
     "Histogram": "perfnb.load",

@@ -14,6 +14,7 @@ EXPECTED = [
     "ConfigError",
     "ExportResult",
     "FeedConnection",
+    "FeedGroup",
     "HealthConfig",
     "HealthEngine",
     "Histogram",
