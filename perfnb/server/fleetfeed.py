@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perfnb.server.fleet import FleetReader, Journal
+from perfnb.server.fleetread import FleetReader, Journal
 from perfnb.server.sse import RETRY_MS, event
 
 if TYPE_CHECKING:

@@ -394,7 +394,7 @@ class Monitor(BeaconIntake):
         """The document answered by ``GET <prefix>/control``."""
         doc = self.control.as_json()
         if self.fleet is not None:
-            from perfnb.server.fleet import FleetReader
+            from perfnb.server.fleetread import FleetReader
 
             doc["fleet"] = {
                 "directory": str(self.fleet.directory),
@@ -415,7 +415,7 @@ class Monitor(BeaconIntake):
     def snapshot(self, *, route: str | None = None, include_load: bool = False) -> Snapshot:
         """The requirements-shaped snapshot of the recent buffer (see :mod:`.snapshot`)."""
         if self.fleet is not None:
-            from perfnb.server.fleet import FleetReader
+            from perfnb.server.fleetread import FleetReader
 
             self.fleet.flush()  # this process's newest records too
             recent = FleetReader(self.fleet.directory).tail(self.limits.snapshot_scan)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from perfnb.server import Monitor
-from perfnb.server.fleet import GONE_FILE, FleetReader, housekeep
 from perfnb.server.fleetfeed import FleetCursor, parse_fleet_id
+from perfnb.server.fleetread import GONE_FILE, FleetReader, housekeep
 
 
 def _rec(i: int) -> dict[str, object]:
